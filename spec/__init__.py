@@ -1,0 +1,1 @@
+"""The experiment spec language: pydantic models, YAML loading with positions, sweep expansion."""
