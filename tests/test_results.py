@@ -1,0 +1,44 @@
+"""Results and status files: atomic, append-only, robust to a torn last line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from engine.results import (
+    RESULT_COLUMNS, append_result, read_results, read_status, write_status,
+)
+
+
+def _row(run_id: str, loss: float) -> dict:
+    return {"run_id": run_id, "sparsity": 0.5, "nonzeros": 1000, "data": 3200, "loss": loss}
+
+
+def test_append_writes_jsonl_and_csv(tmp_path: Path) -> None:
+    append_result(tmp_path, _row("a", 1.5))
+    append_result(tmp_path, _row("b", 1.25))
+    assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "b"]
+    with open(tmp_path / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0].keys()) == list(RESULT_COLUMNS)
+    assert [float(r["loss"]) for r in rows] == [1.5, 1.25]
+
+
+def test_a_run_is_recorded_once(tmp_path: Path) -> None:
+    append_result(tmp_path, _row("a", 1.5))
+    append_result(tmp_path, _row("a", 9.0))
+    assert [r["loss"] for r in read_results(tmp_path)] == [1.5]
+
+
+def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_row(tmp_path: Path) -> None:
+    append_result(tmp_path, _row("a", 1.5))
+    with open(tmp_path / "results.jsonl", "a") as handle:
+        handle.write('{"run_id": "b", "los')  # killed mid-write
+    append_result(tmp_path, _row("c", 1.0))
+    assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "c"]
+
+
+def test_status_round_trip_and_missing(tmp_path: Path) -> None:
+    assert read_status(tmp_path / "run") is None
+    write_status(tmp_path / "run", "failed", 17, "loss is nan")
+    assert read_status(tmp_path / "run") == {"state": "failed", "step": 17, "reason": "loss is nan"}
