@@ -1,0 +1,105 @@
+"""Masked pruning as an optax wrapper (jaxpruner's design): masks live in the optimizer state.
+
+Each update step:
+  1. on the schedule's update steps only (lax.cond), recompute the masks from the current weights
+     at the schedule's sparsity;
+  2. run the inner optimizer, passing it the masks (`masks=` extra argument) so sparsity-aware
+     transforms (engine.optim) can tell pruned weights from kept ones;
+  3. replace the update of every pruned weight by -param, so params + updates is exactly zero
+     there (x + (-x) == 0 in IEEE arithmetic) and untouched elsewhere.
+The params therefore stay exactly masked after every step, with no separate "apply masks" call
+in the training loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from engine.sparsity.masks import NM, Pattern, check_pattern, dense_masks, keep_count, magnitude_mask
+from engine.sparsity.schedules import Schedule
+
+Array = jax.Array
+PyTree = Any
+
+
+class MaskedPruningState(NamedTuple):
+    """count: int32 steps taken, the schedule's clock (starts at 0 for a fresh optimizer, also
+    when pruning a restored pretrained model). masks: like params, a bool array per sparsified
+    tensor and a scalar True elsewhere. inner_state: the wrapped optimizer's state."""
+
+    count: Array
+    masks: PyTree
+    inner_state: optax.OptState
+
+
+def _scheduled_keep(size: int, schedule: Schedule, step: Array) -> Array:
+    """round((1 - s) * size) in float32, except once the schedule is done: then the exact Python
+    count, so the final non-zeros match engine.sizing.nonzeros_at to the element."""
+    running = jnp.round((1.0 - schedule.sparsity_at(step)) * size).astype(jnp.int32)
+    final = keep_count(size, schedule.target)
+    return jnp.where(schedule.progress(step) >= 1.0, final, running)
+
+
+def scheduled_masks(
+    params: PyTree, sparsified: PyTree, schedule: Schedule, pattern: Pattern, step: Array
+) -> PyTree:
+    """The masks the schedule asks for at `step`, computed from the current weights."""
+
+    def mask(param: Array, is_sparse: bool) -> Array:
+        if not is_sparse:
+            return jnp.ones((), bool)
+        return magnitude_mask(param, _scheduled_keep(param.size, schedule, step), pattern)
+
+    return jax.tree.map(mask, params, sparsified)
+
+
+def masked_updates(updates: PyTree, params: PyTree, masks: PyTree) -> PyTree:
+    """Updates such that params + updates is zero wherever the mask is False."""
+    return jax.tree.map(lambda u, p, m: u if m.ndim == 0 else jnp.where(m, u, -p), updates, params, masks)
+
+
+def masked_pruning(
+    inner: optax.GradientTransformation,
+    sparsified: PyTree,
+    schedule: Schedule,
+    pattern: Pattern,
+) -> optax.GradientTransformationExtraArgs:
+    """Wrap `inner` with magnitude pruning of the tensors marked True in `sparsified` (a pytree
+    of Python bools shaped like the params), following `schedule` with `pattern`."""
+    if isinstance(pattern, NM) and schedule.target > pattern.sparsity + 1e-12:
+        raise ValueError(
+            f"target sparsity {schedule.target} exceeds the {pattern.n}:{pattern.m} pattern's "
+            f"{pattern.sparsity}: groups cannot keep fewer than n weights"
+        )
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params: PyTree) -> MaskedPruningState:
+        check_pattern(params, sparsified, pattern)
+        return MaskedPruningState(
+            count=jnp.zeros([], jnp.int32),
+            masks=dense_masks(params, sparsified),
+            inner_state=inner.init(params),
+        )
+
+    def update_fn(
+        updates: PyTree, state: MaskedPruningState, params: PyTree | None = None, **extra_args: Any
+    ) -> tuple[PyTree, MaskedPruningState]:
+        if params is None:
+            raise ValueError("masked_pruning needs params: call update(grads, state, params)")
+        masks = lax.cond(
+            schedule.is_update_step(state.count),
+            lambda p, _: scheduled_masks(p, sparsified, schedule, pattern, state.count),
+            lambda _, old: old,
+            params,
+            state.masks,
+        )
+        updates, inner_state = inner.update(updates, state.inner_state, params, masks=masks, **extra_args)
+        new_state = MaskedPruningState(optax.safe_increment(state.count), masks, inner_state)
+        return masked_updates(updates, params, masks), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
