@@ -1,0 +1,295 @@
+"""From a validated experiment to concrete run plans: sizes, data, FLOPs, identity and status.
+
+This is what `engine plan` prints and what training consumes:
+
+    from engine.plan import plan_experiment
+    for run in plan_experiment(Path("experiments/vit_sweep.yaml")):
+        run.dims            # engine.sizing.ModelDims: build the model from this
+        run.spec.optimizer  # spec.optimizer.AdafactorOptimizer | AdamwOptimizer (learning_rate inside)
+        run.spec.sparsity   # level, pattern, targets, schedule
+        run.spec.data       # source, steps, batch_size, eval_every, eval_batches, on_exhausted
+        run.run_dir         # <output_dir>/<name>/<run_id>/: status.json, checkpoints/, ...
+
+Pure Python over engine.sizing and engine.costs: no JAX import, no tracing, fast for the paper's
+112-run grid. Conventions (DESIGN.md section 4): N (`nonzeros`) counts the non-zero weights of
+the sparsified layers only; D is examples for vit and tokens (seq_len per example) for t5 and
+decoder; FLOPs are 6 N D, 3 N D for the t5 encoder-decoder (engine/costs.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from engine import costs, sizing
+from engine.errors import UserError
+from engine.sizing import ModelDims
+from spec.experiment import ExperimentSpec
+from spec.loading import Experiment, load_experiment
+from spec.model import PRESETS, DecoderModel, T5Model, VitModel
+from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
+
+RUN_ID_LENGTH = 12
+STATUS_FILE = "status.json"
+
+ModelSpec = VitModel | T5Model | DecoderModel
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's state as found in its output directory: `new` (no directory or no status yet),
+    `partial` (started: running now, or interrupted at `step`), `done`, or `failed` (`reason`)."""
+
+    state: Literal["new", "partial", "done", "failed"]
+    step: int | None = None
+    reason: str | None = None
+
+    def describe(self) -> str:
+        if self.state == "partial":
+            at = f" at step {self.step}" if self.step is not None else ""
+            return f"partial{at}" + (f" ({self.reason})" if self.reason else "")
+        if self.state == "failed":
+            return f"failed ({self.reason})" if self.reason else "failed"
+        return self.state
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One concrete run of an experiment, everything about it known before any compute."""
+
+    run_id: str  # content hash of the semantic run spec (see `run_id`)
+    experiment: str  # the spec's name
+    coordinates: dict[str, Any]  # sweep axis path -> value, as written in the spec
+    spec: ExperimentSpec  # the concrete run spec (sweep point applied, no sweep left)
+    spec_dir: Path  # relative paths in the spec (data files, other specs) resolve against this
+    run_dir: Path  # <run.output_dir>/<name>/<run_id>, relative to the working directory
+    dims: ModelDims  # the exact model shape, d_model resolved
+    dense_params: int  # size of the sparsified weights, N / (1 - S)
+    nonzeros: int  # N: non-zeros of the sparsified weights at the end of training
+    total_params: int  # every parameter of the model (embeddings, norms, biases, head included)
+    steps: int
+    batch_size: int
+    examples: int  # steps x batch_size
+    data: int  # D: examples (vit) or tokens (t5, decoder)
+    data_unit: Literal["examples", "tokens"]
+    c_mul: float  # sparse-cost multiplier of the schedule (eq. 4 generalised)
+    flops_dense: float  # k * dense_params * D: cost of training the dense base model
+    flops_sparse: float  # k * nonzeros * D * c_mul: cost with sparsity exploited as it appears
+    init: Literal["scratch", "pretrained"]
+    status: RunStatus
+
+    @property
+    def d_model(self) -> int:
+        return self.dims.d_model
+
+    @property
+    def sparsity(self) -> float:
+        return self.spec.sparsity.level
+
+    @property
+    def family(self) -> str:
+        return self.dims.family
+
+    @property
+    def pattern(self) -> str:
+        """'unstructured' or 'n:m' (for tables; the spec holds the typed pattern)."""
+        pattern = self.spec.sparsity.pattern
+        return f"{pattern.n}:{pattern.m}" if isinstance(pattern, NmPattern) else pattern.kind
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "coordinates": self.coordinates,
+            "family": self.family,
+            "d_model": self.d_model,
+            "sparsity": self.sparsity,
+            "pattern": self.pattern,
+            "dense_params": self.dense_params,
+            "nonzeros": self.nonzeros,
+            "total_params": self.total_params,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "examples": self.examples,
+            "data": self.data,
+            "data_unit": self.data_unit,
+            "c_mul": self.c_mul,
+            "flops_dense": self.flops_dense,
+            "flops_sparse": self.flops_sparse,
+            "init": self.init,
+            "status": asdict(self.status),
+            "run_dir": self.run_dir.as_posix(),
+            "dims": asdict(self.dims),
+            "spec": self.spec.model_dump(mode="json", exclude={"sweep"}),
+        }
+
+
+# --- model shape ---------------------------------------------------------------------------------
+
+
+def base_fields(model: ModelSpec) -> dict[str, Any]:
+    """The base shape: the preset's values overridden by the explicit `base` fields."""
+    preset = getattr(model, "preset", None)
+    return (PRESETS[preset] if preset else {}) | model.base.model_dump(exclude_none=True)
+
+
+def model_dims(model: ModelSpec, sparsity: SparsitySpec) -> ModelDims:
+    """The exact shape of a run's model: the base at the fixed d_model, or at the d_model whose
+    non-zero count at the run's sparsity is closest to `nonzeros` (engine.sizing.choose_d_model)."""
+    fields = base_fields(model)
+    mlp_ratio = fields.pop("mlp_ratio")
+    # head_dim and mlp_dim are placeholders here: scaled_dims sets them from d_model.
+    base = ModelDims(
+        family=model.kind,
+        d_model=1,
+        head_dim=1,
+        mlp_dim=1,
+        sparsify_embeddings=sparsity.targets == "backbone_and_embeddings",
+        **fields,
+    )
+    if model.d_model is not None:
+        return sizing.scaled_dims(base, model.d_model, mlp_ratio)
+    return _choose_d_model(base, mlp_ratio, model.nonzeros, sparsity.level, model.width_multiple)
+
+
+@lru_cache(maxsize=4096)
+def _choose_d_model(base: ModelDims, mlp_ratio: float, nonzeros: float, level: float, multiple: int) -> ModelDims:
+    return sizing.choose_d_model(base, mlp_ratio, nonzeros, level, multiple)
+
+
+# --- cost ----------------------------------------------------------------------------------------
+
+
+def cost_multiplier(sparsity: SparsitySpec) -> float:
+    """c_mul of eq. 4 for the run's schedule: gmp from start to end, oneshot as start == end ==
+    at, and 1 for a dense run (or any run at level 0)."""
+    schedule = sparsity.schedule
+    if isinstance(schedule, DenseSchedule) or sparsity.level == 0:
+        return 1.0
+    if isinstance(schedule, GmpSchedule):
+        return costs.c_mul(sparsity.level, schedule.start, schedule.end)
+    assert isinstance(schedule, OneshotSchedule)
+    return costs.c_mul(sparsity.level, schedule.at, schedule.at)
+
+
+# --- identity and status -------------------------------------------------------------------------
+
+
+def run_id(spec: ExperimentSpec, dims: ModelDims) -> str:
+    """Short sha256 of the canonical JSON of what a run computes: the resolved model shape, the
+    sparsity, init, optimizer, data sections and the seed. Independent of key order, comments,
+    defaults written out or not, presets vs the same values spelt out, the name, the sweep, the
+    analysis and the run policy (output directory included)."""
+    semantic = {
+        "model": asdict(dims),
+        "sparsity": spec.sparsity.model_dump(mode="json"),
+        "init": spec.init.model_dump(mode="json"),
+        "optimizer": spec.optimizer.model_dump(mode="json"),
+        "data": spec.data.model_dump(mode="json"),
+        "seed": spec.seed,
+    }
+    canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def read_status(run_dir: Path) -> RunStatus:
+    """The status of a run directory: status.json is {"state": "running" | "done" | "failed",
+    "step": int, "reason": str | null}; `running` reads as partial (live or interrupted)."""
+    path = run_dir / STATUS_FILE
+    if not path.exists():
+        return RunStatus("new")
+    try:
+        raw = json.loads(path.read_text())
+        state, step, reason = raw["state"], raw.get("step"), raw.get("reason")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return RunStatus("partial", None, f"unreadable {STATUS_FILE}: {error}")
+    step = step if isinstance(step, int) and not isinstance(step, bool) else None
+    if state == "done":
+        return RunStatus("done", step)
+    if state == "failed":
+        return RunStatus("failed", step, str(reason) if reason is not None else None)
+    if state == "running":
+        return RunStatus("partial", step)
+    return RunStatus("partial", step, f"unknown state {state!r} in {STATUS_FILE}")
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def plan_run(
+    spec: ExperimentSpec, coordinates: dict[str, Any], spec_dir: Path, working_dir: Path = Path(".")
+) -> RunPlan:
+    """The plan of one concrete run spec. `working_dir` is where `run.output_dir` is relative to
+    (for reading status); the plan's run_dir stays relative to it."""
+    dims = model_dims(spec.model, spec.sparsity)
+    identity = run_id(spec, dims)
+    run_dir = Path(spec.run.output_dir) / spec.name / identity
+    dense_params = sizing.sparsified_params(dims)
+    nonzeros = sizing.nonzeros_at(dims, spec.sparsity.level)
+    examples = spec.data.steps * spec.data.batch_size
+    per_example = dims.seq_len if dims.family in ("t5", "decoder") else 1
+    data = examples * per_example
+    k = costs.flops_per_param_example(encoder_decoder=dims.family == "t5")
+    c_mul = cost_multiplier(spec.sparsity)
+    return RunPlan(
+        run_id=identity,
+        experiment=spec.name,
+        coordinates=dict(coordinates),
+        spec=spec,
+        spec_dir=spec_dir,
+        run_dir=run_dir,
+        dims=dims,
+        dense_params=dense_params,
+        nonzeros=nonzeros,
+        total_params=sizing.total_params(dims),
+        steps=spec.data.steps,
+        batch_size=spec.data.batch_size,
+        examples=examples,
+        data=data,
+        data_unit="examples" if per_example == 1 else "tokens",
+        c_mul=c_mul,
+        flops_dense=k * dense_params * data,
+        flops_sparse=k * nonzeros * data * c_mul,
+        init=spec.init.kind,
+        status=read_status(working_dir / run_dir),
+    )
+
+
+def plan_runs(experiment: Experiment, working_dir: Path = Path(".")) -> list[RunPlan]:
+    """Plans of every sweep point, in sweep order. Two points that describe the same run (same
+    run id) are an error: the sweep would train one run twice."""
+    plans = [
+        plan_run(point.spec, point.coordinates, experiment.spec_dir, working_dir) for point in experiment.points
+    ]
+    first_of: dict[str, RunPlan] = {}
+    for plan in plans:
+        if plan.run_id in first_of:
+            raise UserError(
+                f"{experiment.path}: sweep points {first_of[plan.run_id].coordinates} and {plan.coordinates} "
+                f"are the same run (run id {plan.run_id})"
+            )
+        first_of[plan.run_id] = plan
+    return plans
+
+
+def plan_experiment(
+    path: Path | str, overrides: Sequence[str] = (), working_dir: Path | str = "."
+) -> list[RunPlan]:
+    """Load, validate and plan a spec file. Raises spec.issues.SpecError for an invalid spec."""
+    return plan_runs(load_experiment(Path(path), overrides), Path(working_dir))
+
+
+def totals(plans: Sequence[RunPlan]) -> dict[str, Any]:
+    """Run counts by state and the summed FLOPs."""
+    states = {state: 0 for state in ("new", "partial", "done", "failed")}
+    for plan in plans:
+        states[plan.status.state] += 1
+    return {
+        "runs": len(plans),
+        **states,
+        "flops_dense": sum(plan.flops_dense for plan in plans),
+        "flops_sparse": sum(plan.flops_sparse for plan in plans),
+    }

@@ -1,0 +1,135 @@
+"""`analysis:` what is computed from a sweep's results (DESIGN.md sections 2 and 4).
+
+Plain settings; the fitting and reporting code implements the math. The law is eq. 1/3:
+L(S, N, D) = (a_S (1-S)^b_S + c_S) N^-b_N + (a_D / D)^b_D + c.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from spec.common import SpecModel
+
+
+class NoHoldout(SpecModel):
+    """Fit on every run."""
+
+    kind: Literal["none"] = Field(description="Holdout type.")
+
+
+class LargestNonzerosHoldout(SpecModel):
+    """Hold out the runs of the largest non-zero count, to test extrapolation in N."""
+
+    kind: Literal["largest_nonzeros"] = Field(description="Holdout type.")
+
+
+class RunsHoldout(SpecModel):
+    """Hold out the runs whose sweep coordinates match any of the listed ones."""
+
+    kind: Literal["runs"] = Field(description="Holdout type.")
+    coordinates: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Each a mapping dotted field path -> value, e.g. {model.nonzeros: 40000, data.steps: 600}.",
+    )
+
+
+Holdout = Annotated[NoHoldout | LargestNonzerosHoldout | RunsHoldout, Field(discriminator="kind")]
+
+
+class FitSettings(SpecModel):
+    """How the law is fitted: Huber loss (Hoffmann et al.) minimised from several starts, with
+    coefficients kept positive, then bootstrap intervals. The paper uses delta 1e-3 on log L for
+    T5 and delta 1e-2 on L for ViT."""
+
+    huber_delta: float = Field(default=1e-3, gt=0, description="Huber loss threshold.")
+    log_loss: bool = Field(default=True, description="Fit log L instead of L.")
+    starts: int = Field(default=32, gt=0, description="Random starting points of the minimisation.")
+    seed: int = Field(default=0, description="Seed for the starting points and the bootstrap.")
+    bootstrap: int = Field(default=1000, ge=0, description="Bootstrap resamples for coefficient intervals; 0 for none.")
+    holdout: Holdout = Field(
+        default_factory=lambda: NoHoldout(kind="none"), description="Runs left out of the fit to measure prediction error."
+    )
+
+
+class GainsSettings(SpecModel):
+    """Effective size multipliers of sparsity, eq. 7 (Table 2)."""
+
+    sparsities: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75, 0.875], min_length=1, description="Sparsity levels to report gains at."
+    )
+
+
+class OptimalSparsitySettings(SpecModel):
+    """Contours of the optimal sparsity S_opt(N, C) (eq. 5/6), for dense and/or sparse costs."""
+
+    costs: list[Literal["dense", "sparse"]] = Field(
+        default_factory=lambda: ["dense", "sparse"],
+        min_length=1,
+        description="Training-cost conventions: dense (C of the dense base model) and sparse (eq. 4).",
+    )
+
+
+class ExtrapolationPoint(SpecModel):
+    """A point (S, N, D) at which the fitted law's loss is reported."""
+
+    sparsity: float = Field(ge=0, lt=1, description="S.")
+    nonzeros: float = Field(gt=0, description="N, non-zero weights of the sparsified layers.")
+    data: float = Field(gt=0, description="D, in examples (vision) or tokens (language).")
+
+
+class SpecFitSource(SpecModel):
+    """The fit of another experiment spec's sweep."""
+
+    kind: Literal["spec"] = Field(description="Source type.")
+    spec: str = Field(description="Path of the experiment spec, relative to this spec file.")
+
+
+class FileFitSource(SpecModel):
+    """A fit.json written by `engine fit` or a report."""
+
+    kind: Literal["fit_file"] = Field(description="Source type.")
+    path: str = Field(description="Path of the fit.json, relative to this spec file.")
+
+
+FitSource = Annotated[SpecFitSource | FileFitSource, Field(discriminator="kind")]
+
+
+class NmRefitSettings(SpecModel):
+    """n:m laws (section 4.1): refit only a_S, b_S, c_S with the dense coefficients frozen."""
+
+    dense_fit: FitSource = Field(description="Where the frozen coefficients b_N, a_D, b_D, c come from.")
+
+
+class PretrainedVsScratchSettings(SpecModel):
+    """Table 4: the data a from-scratch run needs to match each pruned pretrained run, through a
+    fitted law, with and without the pretraining cost."""
+
+    law: FitSource = Field(description="The fitted law of from-scratch training used for the comparison.")
+
+
+class ReportSettings(SpecModel):
+    """What the report writes."""
+
+    formats: list[Literal["markdown", "html"]] = Field(
+        default_factory=lambda: ["markdown", "html"], min_length=1, description="Report formats."
+    )
+
+
+class AnalysisSpec(SpecModel):
+    """Analyses run after the sweep. Optional parts are off when absent (null)."""
+
+    fit: FitSettings = Field(default_factory=FitSettings, description="Law fitting settings.")
+    gains: GainsSettings | None = Field(default_factory=GainsSettings, description="Gains table (eq. 7); null to skip.")
+    optimal_sparsity: OptimalSparsitySettings | None = Field(
+        default_factory=OptimalSparsitySettings, description="Optimal-sparsity contours; null to skip."
+    )
+    extrapolation: list[ExtrapolationPoint] = Field(
+        default_factory=list, description="Points (S, N, D) at which to report the law's prediction."
+    )
+    nm_refit: NmRefitSettings | None = Field(default=None, description="n:m refit against a frozen dense fit; null to skip.")
+    pretrained_vs_scratch: PretrainedVsScratchSettings | None = Field(
+        default=None, description="Pretrained-vs-scratch data equivalence (Table 4); null to skip."
+    )
+    report: ReportSettings = Field(default_factory=ReportSettings, description="Report output settings.")

@@ -1,0 +1,69 @@
+"""`init:` where a run's weights start (DESIGN.md section 2).
+
+`pretrained` loads parameters only: optimizer state and masks start fresh and the run has its own
+schedule clock (the paper prunes a pretrained model immediately, over 5.6% of the pretraining
+budget). Resuming an interrupted run is automatic and is not an init. Validation checks the shape
+of a source only; finding the source run or checkpoint happens when the run is planned for training.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from spec.common import SpecModel
+
+Scalar = str | int | float | bool
+
+
+class ScratchInit(SpecModel):
+    """Random initialisation."""
+
+    kind: Literal["scratch"] = Field(description="Init type.")
+
+
+class RunSource(SpecModel):
+    """A finished run of another experiment spec, picked by its sweep coordinates."""
+
+    kind: Literal["run"] = Field(description="Source type.")
+    spec: str = Field(description="Path of the other experiment spec, relative to this spec file.")
+    where: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description=(
+            "Dotted field path -> value, selecting exactly one run of that spec's sweep, "
+            "e.g. {model.nonzeros: 20000, sparsity.level: 0, data.steps: 600}."
+        ),
+    )
+
+
+class CheckpointSource(SpecModel):
+    """A checkpoint directory written by this engine."""
+
+    kind: Literal["checkpoint"] = Field(description="Source type.")
+    path: str = Field(description="Checkpoint directory, relative to this spec file. Not checked by validation.")
+    step: int = Field(ge=0, description="Which saved step to load.")
+
+
+Source = Annotated[RunSource | CheckpointSource, Field(discriminator="kind")]
+
+
+class PretrainedInit(SpecModel):
+    """Start from the parameters of an earlier run or checkpoint."""
+
+    kind: Literal["pretrained"] = Field(description="Init type.")
+    source: Source = Field(description="Where the parameters come from: {kind: run, ...} or {kind: checkpoint, ...}.")
+    load: Literal["params"] = Field(
+        default="params", description="What is loaded: parameters only (fresh optimizer state and masks)."
+    )
+    budget_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "This run's length as a fraction of the source's training steps, for reporting the "
+            "pretraining share (the paper: 0.056). Informational; data.steps sets the length."
+        ),
+    )
+
+
+InitSpec = Annotated[ScratchInit | PretrainedInit, Field(discriminator="kind")]

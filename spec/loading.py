@@ -1,0 +1,284 @@
+"""From a spec file to validated concrete runs: read (with `extends`), override, expand, validate.
+
+    experiment = load_experiment(Path("experiments/vit_sweep.yaml"), overrides=["data.steps=10"])
+    for point in experiment.points:
+        point.coordinates, point.spec      # {"model.nonzeros": 5000, ...}, an ExperimentSpec
+
+Every problem becomes an Issue (origin + message); a file's problems are raised together as one
+SpecError. Files under a directory named `bases/` are partial specs meant to be extended: they are
+checked for syntax, unknown keys and wrong types, but may leave out anything (see `check_file`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from spec.experiment import ExperimentSpec
+from spec.issues import Issue, Origin, SpecError
+from spec.locate import issues_from_validation
+from spec.paths import check_field_path, level_at, split_dotted
+from spec.sweep import SWEEPABLE_ROOTS, SweepSpec
+from spec.yaml_tree import Located, PathBlocked, deep_merge, parse_yaml, relocate, set_at, to_plain
+
+BASES_DIR = "bases"
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One concrete run of an experiment: its sweep coordinates (dotted path -> value as written
+    in the sweep; empty without a sweep) and its validated spec (with no sweep left in it)."""
+
+    coordinates: dict[str, Any]
+    spec: ExperimentSpec
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment spec file and its sweep points, in expansion order."""
+
+    path: Path
+    sweep: SweepSpec
+    points: tuple[SweepPoint, ...]
+
+    @property
+    def name(self) -> str:
+        return self.points[0].spec.name  # name, analysis and run policy cannot be swept
+
+    @property
+    def spec_dir(self) -> Path:
+        """Relative paths inside the spec (data files, other specs) are resolved against this."""
+        return self.path.parent
+
+
+def is_base(path: Path) -> bool:
+    return BASES_DIR in path.parts[:-1]
+
+
+def load_experiment(path: Path, overrides: Sequence[str] = ()) -> Experiment:
+    """The validated experiment of a spec file. Raises SpecError with every problem found."""
+    tree = _load_with_overrides(path, overrides)
+    sweep_tree = _entry_node(tree, "sweep")
+    sweep = _validate_sweep(tree, sweep_tree)
+    all_indices = sweep.point_indices()
+    points: list[SweepPoint] = []
+    failing: dict[Issue, list[dict[str, int]]] = {}  # each problem and the points that have it
+    for indices in all_indices:
+        point_tree = _apply_point(tree, sweep_tree, indices)
+        try:
+            spec = ExperimentSpec.model_validate(to_plain(point_tree))
+        except ValidationError as error:
+            for issue in issues_from_validation(error, point_tree, ExperimentSpec):
+                failing.setdefault(issue, []).append(indices)
+            continue
+        points.append(SweepPoint(sweep.coordinates(indices), spec))
+    if failing:
+        # A problem of every point is the spec's; one of some points names the first of them.
+        raise SpecError(
+            [
+                issue if len(where) == len(all_indices) else _at_point(issue, sweep.coordinates(where[0]))
+                for issue, where in failing.items()
+            ]
+        )
+    return Experiment(path, sweep, tuple(points))
+
+
+def check_file(path: Path, overrides: Sequence[str] = ()) -> list[Issue]:
+    """Every problem of one spec file (none: valid). A base (under `bases/`) is checked as a
+    partial spec."""
+    try:
+        if is_base(path):
+            _check_partial(_load_with_overrides(path, overrides))
+        else:
+            load_experiment(path, overrides)
+    except SpecError as error:
+        return error.issues
+    return []
+
+
+def _check_partial(tree: Located) -> None:
+    try:
+        ExperimentSpec.model_validate(to_plain(tree))
+    except ValidationError as error:
+        issues = issues_from_validation(error, tree, ExperimentSpec, partial=True)
+        if issues:
+            raise SpecError(issues) from None
+    issues = _sweep_path_issues(tree, _entry_node(tree, "sweep"))
+    if issues:
+        raise SpecError(issues)
+
+
+# --- reading files and `extends` ---------------------------------------------------------------
+
+
+def load_tree(path: Path, display: str | None = None, _chain: tuple[Path, ...] = ()) -> Located:
+    """The located tree of a spec file with its `extends` chain merged in."""
+    display = display or str(path)
+    tree = _read_mapping(path, display)
+    extends = tree.value.get("extends")
+    if extends is None:
+        return tree
+    target_text = extends.node.value
+    if not isinstance(target_text, str) or not target_text:
+        raise SpecError([Issue(extends.node.origin, "extends: expected a path to another spec file")])
+    target = path.parent / target_text
+    target_display = os.path.normpath(os.path.join(os.path.dirname(display), target_text))
+    chain = _chain + (path.resolve(),)
+    if target.resolve() in chain:
+        cycle = " -> ".join([*(str(p.name) for p in chain), target.name])
+        raise SpecError([Issue(extends.node.origin, f"extends: cycle {cycle}")])
+    if not target.is_file():
+        raise SpecError(
+            [Issue(extends.node.origin, f"extends: {target_display} not found (paths are relative to this file)")]
+        )
+    return deep_merge(load_tree(target, target_display, chain), tree, replace_whole=_is_open_mapping)
+
+
+def _is_open_mapping(path: tuple[str, ...]) -> bool:
+    """Mappings whose keys are the user's (sweep axes, `where:` selectors) are replaced whole by
+    `extends`: a child's sweep is its own, not a blend with its base's."""
+    level = level_at(ExperimentSpec, path, None)
+    return level is not None and level.open
+
+
+def _read_mapping(path: Path, display: str) -> Located:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError([Issue(Origin(display), f"cannot read: {error.strerror or error}")]) from None
+    if b"\0" in raw:
+        raise SpecError([Issue(Origin(display), "binary file, not YAML text")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError([Issue(Origin(display), f"not UTF-8 text (byte {error.start})")]) from None
+    tree = parse_yaml(text, display)
+    if tree is None:
+        raise SpecError([Issue(Origin(display, 1, 1), "empty file: expected a mapping of spec fields")])
+    if not isinstance(tree.value, dict):
+        raise SpecError([Issue(tree.origin, "expected a mapping of spec fields at the top level")])
+    return tree
+
+
+# --- overrides -----------------------------------------------------------------------------------
+
+
+def _load_with_overrides(path: Path, overrides: Sequence[str]) -> Located:
+    tree = load_tree(path)
+    issues: list[Issue] = []
+    for text in overrides:
+        try:
+            tree = apply_override(tree, text)
+        except SpecError as error:
+            issues += error.issues
+    if issues:
+        raise SpecError(issues)
+    return tree
+
+
+def apply_override(tree: Located, text: str) -> Located:
+    """`--set dotted.path=value`: the value is read as YAML 1.2 (`4`, `1e-3`, `[1, 2]`,
+    `{kind: nm, n: 2, m: 4}`) and replaces what the spec says at that path."""
+    origin = Origin("", override=text)
+    dotted, equals, value_text = text.partition("=")
+    dotted = dotted.strip()
+    if not equals or not dotted:
+        raise SpecError([Issue(origin, "expected PATH=VALUE, e.g. --set data.steps=100")])
+    if dotted == "extends" or dotted.startswith("extends."):
+        raise SpecError([Issue(origin, "`extends` is resolved before overrides apply; edit the file instead")])
+    try:
+        parsed = parse_yaml(value_text, f"--set {text}")
+    except SpecError as error:
+        raise SpecError([Issue(origin, issue.message) for issue in error.issues]) from None
+    value = relocate(parsed, origin) if parsed is not None else Located(None, origin)
+    keys = split_dotted(ExperimentSpec, dotted, to_plain(tree))
+    try:
+        return set_at(tree, keys, value, origin)
+    except PathBlocked as blocked:
+        raise SpecError([Issue(origin, f"cannot set {dotted}: `{blocked.args[0]}` is not a mapping")]) from None
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+
+def _entry_node(tree: Located, key: str) -> Located | None:
+    entry = tree.value.get(key)
+    return entry.node if entry else None
+
+
+def _validate_sweep(tree: Located, sweep_tree: Located | None) -> SweepSpec:
+    if sweep_tree is None:
+        return SweepSpec()
+    try:
+        sweep = SweepSpec.model_validate(to_plain(sweep_tree))
+    except ValidationError as error:
+        issues = issues_from_validation(error, tree, SweepSpec, prefix=("sweep",))
+        raise SpecError(issues + _rest_issues(tree)) from None
+    issues = _sweep_path_issues(tree, sweep_tree)
+    if issues:
+        raise SpecError(issues + _rest_issues(tree))
+    return sweep
+
+
+def _rest_issues(tree: Located) -> list[Issue]:
+    """With no usable sweep, still report what is wrong elsewhere (types, unknown keys)."""
+    try:
+        ExperimentSpec.model_validate({k: v for k, v in to_plain(tree).items() if k != "sweep"})
+    except ValidationError as error:
+        return issues_from_validation(error, tree, ExperimentSpec, partial=True)
+    return []
+
+
+def _sweep_path_issues(tree: Located, sweep_tree: Located | None) -> list[Issue]:
+    if sweep_tree is None or not isinstance(sweep_tree.value, dict):
+        return []
+    data = to_plain(tree)
+    issues = []
+    for axes_name in ("grid", "zip"):
+        axes = sweep_tree.value.get(axes_name)
+        if axes is None or not isinstance(axes.node.value, dict):
+            continue
+        for dotted, entry in axes.node.value.items():
+            root = dotted.split(".")[0]
+            if root not in SWEEPABLE_ROOTS:
+                allowed = ", ".join(SWEEPABLE_ROOTS)
+                issues.append(Issue(entry.key_origin, f"sweep.{axes_name}: `{dotted}` cannot be swept (sweepable: {allowed})"))
+                continue
+            problem = check_field_path(ExperimentSpec, dotted, data)
+            if problem:
+                issues.append(Issue(entry.key_origin, f"sweep.{axes_name}: {problem}"))
+    return issues
+
+
+def _apply_point(tree: Located, sweep_tree: Located | None, indices: dict[str, int]) -> Located:
+    """The spec tree of one sweep point: without `sweep`, with each axis value set at its path and
+    keeping the origin of the value in the sweep (so errors point into the sweep's lists)."""
+    point = Located({key: entry for key, entry in tree.value.items() if key != "sweep"}, tree.origin)
+    if sweep_tree is None:
+        return point
+    data = to_plain(point)
+    for axes_name in ("grid", "zip"):
+        axes = sweep_tree.value.get(axes_name)
+        for dotted, entry in axes.node.value.items() if axes else ():
+            keys = split_dotted(ExperimentSpec, dotted, data)
+            try:
+                point = set_at(point, keys, entry.node.value[indices[dotted]], entry.key_origin)
+            except PathBlocked as blocked:
+                message = f"sweep.{axes_name}: cannot set `{dotted}`: `{blocked.args[0]}` is not a mapping"
+                raise SpecError([Issue(entry.key_origin, message)]) from None
+    return point
+
+
+def _at_point(issue: Issue, coordinates: dict[str, Any]) -> Issue:
+    where = ", ".join(f"{path}={_compact(value)}" for path, value in coordinates.items())
+    return Issue(issue.origin, f"{issue.message} (sweep point {where})")
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+    return str(value)
