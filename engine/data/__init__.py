@@ -1,1 +1,23 @@
-"""Deterministic, step-indexed data for training runs (DESIGN.md sections 2 and 6)."""
+"""Deterministic, step-indexed data for training runs (DESIGN.md sections 2 and 6).
+
+`build_source` turns a spec's data source into a `DataSource`; every batch depends only on the
+data seed and the step, so resumed runs see exactly the batches an uninterrupted run would.
+"""
+
+from engine.data.base import Batch, DataSource
+from engine.data.build import SETTINGS_TYPES, build_source
+from engine.data.files import ImageArraysSettings, TextFilesSettings
+from engine.data.finite import DataRepeatWarning
+from engine.data.synthetic import SyntheticImagesSettings, SyntheticTokensSettings
+
+__all__ = [
+    "Batch",
+    "DataRepeatWarning",
+    "DataSource",
+    "ImageArraysSettings",
+    "SETTINGS_TYPES",
+    "SyntheticImagesSettings",
+    "SyntheticTokensSettings",
+    "TextFilesSettings",
+    "build_source",
+]

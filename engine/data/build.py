@@ -1,0 +1,87 @@
+"""One entry point from a spec's `data.source` to a DataSource.
+
+    build_source("synthetic_tokens", {"order": 2, "concentration": 2.0}, dims, batch_size=32,
+                 seed=0, base_dir=spec_path.parent, total_steps=300)
+
+`settings` is a mapping (e.g. a pydantic model's `model_dump()`), a settings dataclass, or None for
+all defaults. A "kind" key equal to `kind` is ignored, so a dumped discriminated union works as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.data.base import DataSource
+from engine.data.files import ImageArrays, ImageArraysSettings, TextFiles, TextFilesSettings
+from engine.data.synthetic import (
+    SyntheticImages,
+    SyntheticImagesSettings,
+    SyntheticTokens,
+    SyntheticTokensSettings,
+)
+from engine.sizing import ModelDims
+
+SETTINGS_TYPES: dict[str, type] = {
+    "synthetic_images": SyntheticImagesSettings,
+    "synthetic_tokens": SyntheticTokensSettings,
+    "text_files": TextFilesSettings,
+    "image_arrays": ImageArraysSettings,
+}
+
+
+def make_settings(kind: str, settings: Mapping[str, Any] | Any | None) -> Any:
+    """The settings dataclass of `kind`, from a mapping, a dataclass or None (defaults)."""
+    if kind not in SETTINGS_TYPES:
+        raise ValueError(f"unknown data source kind {kind!r}; expected one of {sorted(SETTINGS_TYPES)}")
+    settings_type = SETTINGS_TYPES[kind]
+    if isinstance(settings, settings_type):
+        return settings
+    values = dict(asdict(settings) if is_dataclass(settings) else (settings or {}))
+    if values.get("kind", kind) != kind:
+        raise ValueError(f"settings are for kind {values['kind']!r}, not {kind!r}")
+    values.pop("kind", None)
+    allowed = {field.name for field in fields(settings_type)}
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"{kind} has no setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if "paths" in values and not isinstance(values["paths"], str):
+        values["paths"] = tuple(str(path) for path in values["paths"])
+    return settings_type(**values)
+
+
+def build_source(
+    kind: str,
+    settings: Mapping[str, Any] | Any | None,
+    dims: ModelDims,
+    batch_size: int,
+    seed: int,
+    base_dir: Path,
+    total_steps: int | None = None,
+) -> DataSource:
+    """The data source of one run.
+
+    kind: synthetic_images (vit), synthetic_tokens (t5, decoder), text_files (t5, decoder),
+        image_arrays (vit).
+    settings: the kind's settings (see the *Settings dataclasses for every key and default).
+    dims: the model's shape; batches are built to fit it (image size, classes, vocab, lengths).
+    batch_size: training examples per step.
+    seed: the data seed. It fixes the synthetic task, the stream, the split and the epoch order;
+        keep it the same across a sweep so every run sees the same data.
+    base_dir: the directory relative paths in the settings are resolved against (the spec's).
+    total_steps: the run's length; finite sources check it up front against their size
+        (refuse: UserError, warn: a DataRepeatWarning). None skips the up-front check; batches
+        past the end are still refused or warned about when drawn.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    resolved = make_settings(kind, settings)
+    if kind == "synthetic_images":
+        return SyntheticImages(resolved, dims, batch_size, seed)
+    if kind == "synthetic_tokens":
+        return SyntheticTokens(resolved, dims, batch_size, seed)
+    if kind == "text_files":
+        return TextFiles(resolved, dims, batch_size, seed, base_dir, total_steps)
+    return ImageArrays(resolved, dims, batch_size, seed, base_dir, total_steps)
