@@ -13,38 +13,55 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from spec.common import SpecModel
+from spec.common import SpecModel, cross_field_error
 
 _SEED = "Seed of the generator; the same seed gives the same examples in the same order."
 _NOT_CHECKED = "Relative to the spec file; existence is not checked by `engine validate`."
 
 
 class SyntheticImages(SpecModel):
-    """Built-in images labelled by a fixed random teacher network: an endless stream with a
-    learnable, size-dependent task, so scaling in N and D shows on a CPU."""
+    """Built-in images mixed from a bank of smooth random patterns, multi-hot labels from a fixed
+    random teacher network: an endless stream with a learnable, size-dependent task, so scaling in
+    N and D shows on a CPU. Fields mirror engine.data.synthetic.SyntheticImagesSettings."""
 
     kind: Literal["synthetic_images"] = Field(description="Source type.")
-    seed: int = Field(default=0, description=_SEED)
-    teacher_width: int = Field(default=64, gt=0, description="Hidden width of the teacher network.")
-    teacher_layers: int = Field(default=2, gt=0, description="Hidden layers of the teacher network.")
-    label_temperature: float = Field(
-        default=1.0, gt=0, description="Temperature of the teacher's label probabilities; lower is less noisy."
+    seed: int = Field(default=0, ge=0, description=_SEED)
+    teacher_width: int = Field(default=256, gt=0, description="Hidden units per teacher layer (the features to discover).")
+    teacher_layers: int = Field(default=1, gt=0, description="Hidden layers of the teacher MLP.")
+    teacher_frequency: float = Field(
+        default=0.75, gt=0, description="Std of the teacher's pre-activations; larger oscillates more and is harder."
     )
+    feature_decay: float = Field(
+        default=1.0, ge=0, description="Teacher readout weights decay as unit_index^-feature_decay (a tail of weak features)."
+    )
+    label_temperature: float = Field(
+        default=0.3, gt=0, description="Standardised teacher logits are divided by this; lower gives sharper labels, a lower floor."
+    )
+    patterns: int = Field(default=64, gt=0, description="Size of the fixed bank of smooth random patterns.")
+    active_patterns: int = Field(default=4, gt=0, description="Patterns mixed into each image.")
+    pixel_noise: float = Field(default=0.3, ge=0, description="Std of white noise added to every pixel (signal variance is 1).")
+    smoothness: float = Field(default=2.5, ge=0, description="Spectral exponent of the patterns (power ~ 1/f^smoothness).")
 
 
 class SyntheticTokens(SpecModel):
-    """Built-in token sequences from a random sparse Markov source: an endless stream whose
-    entropy floor is known, for language models on a CPU."""
+    """Built-in token sequences from a fixed random hierarchical-Dirichlet Markov chain: an
+    endless stream with a known entropy floor, for language models on a CPU. Fields mirror
+    engine.data.synthetic.SyntheticTokensSettings."""
 
     kind: Literal["synthetic_tokens"] = Field(description="Source type.")
-    seed: int = Field(default=0, description=_SEED)
+    seed: int = Field(default=0, ge=0, description=_SEED)
+    symbols: int = Field(default=64, gt=0, description="Distinct content tokens; the model's vocab_size must hold them (+ specials).")
     order: int = Field(default=2, gt=0, description="Markov order: how many previous tokens the next one depends on.")
-    branching: int = Field(default=8, gt=0, description="Number of tokens that can follow each context.")
     concentration: float = Field(
-        default=1.0, gt=0, description="Dirichlet concentration of the next-token probabilities; lower is more peaked."
+        default=2.0, gt=0, description="Dirichlet mass of each row around its backoff distribution; lower is sparser rows."
     )
+    backoff: float = Field(
+        default=0.5, ge=0, le=1, description="Weight of the lower-order row in each row's prior (the rest is the unigram)."
+    )
+    smoothing: float = Field(default=0.05, ge=0, lt=1, description="Uniform mass mixed into every row.")
+    zipf_exponent: float = Field(default=1.0, ge=0, description="Unigram frequencies fall as rank^-zipf_exponent.")
 
 
 class BytesTokenizer(SpecModel):
@@ -94,7 +111,10 @@ class DataSpec(SpecModel):
     steps: int = Field(gt=0, description="Training steps. D = steps x batch_size examples (x seq_len tokens for language models).")
     batch_size: int = Field(gt=0, description="Examples per training step.")
     eval_every: int = Field(gt=0, description="Steps between validation evaluations.")
-    eval_batches: int = Field(default=8, gt=0, description="Batches of batch_size validation examples per evaluation.")
+    eval_examples: int = Field(default=1024, gt=0, description="Size of the fixed validation set.")
+    eval_batch_size: int = Field(
+        default=128, gt=0, description="Validation batch size; must divide eval_examples (one compiled eval step)."
+    )
     on_exhausted: Literal["refuse", "warn"] = Field(
         default="refuse",
         description=(
@@ -102,3 +122,12 @@ class DataSpec(SpecModel):
             "or warn and repeat the data. Built-in synthetic sources never run out."
         ),
     )
+
+    @model_validator(mode="after")
+    def _eval_batches_even(self) -> DataSpec:
+        if self.eval_examples % self.eval_batch_size:
+            raise cross_field_error(
+                f"eval_batch_size {self.eval_batch_size} does not divide eval_examples {self.eval_examples}",
+                at="eval_batch_size",
+            )
+        return self

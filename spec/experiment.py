@@ -31,7 +31,7 @@ class ExperimentSpec(SpecModel):
             "whole mapping), lists and scalars are replaced."
         ),
     )
-    seed: int = Field(default=0, description="Seed of parameter init and data order; part of the run identity.")
+    seed: int = Field(default=0, ge=0, description="Seed of parameter initialisation; the data order is the data source's own seed.")
     model: ModelSpec = Field(description="Model family, base shape and size.")
     sparsity: SparsitySpec = Field(description="Sparsity level, pattern, targets and schedule.")
     init: InitSpec = Field(

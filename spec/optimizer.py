@@ -1,7 +1,7 @@
 """`optimizer:` Adafactor (the paper's, appendix A.1) or AdamW, and learning-rate schedules.
 
-Schedules are written in steps except cooldowns, which are fractions of the run so that one
-optimizer block serves every training length of a sweep.
+Warmups are written in steps, cooldowns as fractions of the run, so that one optimizer block
+serves every training length of a sweep. engine/optim.py builds these.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ class ConstantRate(SpecModel):
 
 
 class RsqrtRate(SpecModel):
-    """Reciprocal square root: lr(t) = peak * sqrt(timescale / max(t, timescale)) after a linear
-    warmup, optionally with a linear cooldown. T5's schedule 1/sqrt(max(t, 1e4)) is peak 0.01,
-    timescale 10000, no warmup; ViT (Zhai et al.) adds a 10k warmup and a linear cooldown."""
+    """Reciprocal square root: lr(t) = peak * sqrt(warmup_steps / max(t, warmup_steps)): constant
+    at the peak for `warmup_steps` (T5: peak 0.01, 10k steps = 1/sqrt(max(t, 1e4))), or a linear
+    ramp to the peak over them with `linear_warmup` (ViT, Zhai et al.)."""
 
     kind: Literal["rsqrt"] = Field(description="Schedule type.")
-    peak: float = Field(gt=0, description="Rate at the end of warmup (and up to step `timescale`).")
-    warmup_steps: int = Field(default=0, ge=0, description=_WARMUP)
-    timescale: int = Field(default=10_000, gt=0, description="Step after which the rate decays as 1/sqrt(t).")
-    cooldown_fraction: float = Field(default=0.0, ge=0, le=1, description=_COOLDOWN)
+    peak: float = Field(gt=0, description="Rate at step warmup_steps.")
+    warmup_steps: int = Field(gt=0, description="Steps before the 1/sqrt(t) decay begins (its timescale).")
+    linear_warmup: bool = Field(default=False, description="Ramp linearly from 0 to the peak during warmup instead of holding it.")
 
 
 class CosineRate(SpecModel):
@@ -44,18 +43,18 @@ class CosineRate(SpecModel):
     final_fraction: float = Field(default=0.0, ge=0, le=1, description="Final rate as a fraction of the peak.")
 
 
-class LinearCooldownRate(SpecModel):
+class WarmupConstantCooldownRate(SpecModel):
     """Warmup, constant, cooldown: linear warmup to `peak`, hold, then decay linearly to 0 over the
     last `cooldown_fraction` of the run."""
 
-    kind: Literal["linear_cooldown"] = Field(description="Schedule type.")
+    kind: Literal["warmup_constant_cooldown"] = Field(description="Schedule type.")
     peak: float = Field(gt=0, description="The constant rate between warmup and cooldown.")
     warmup_steps: int = Field(default=0, ge=0, description=_WARMUP)
     cooldown_fraction: float = Field(default=0.2, ge=0, le=1, description=_COOLDOWN)
 
 
 LearningRate = Annotated[
-    ConstantRate | RsqrtRate | CosineRate | LinearCooldownRate, Field(discriminator="kind")
+    ConstantRate | RsqrtRate | CosineRate | WarmupConstantCooldownRate, Field(discriminator="kind")
 ]
 
 _GRAD_CLIP = "Clip the gradient to this global L2 norm before the update; null for no clipping."
@@ -71,7 +70,7 @@ class AdafactorOptimizer(SpecModel):
     learning_rate: LearningRate = Field(description="Learning-rate schedule.")
     relative_step: bool = Field(
         default=True,
-        description="Scale each tensor's step by max(eps_scale, RMS(tensor)) (T5's parameter scaling).",
+        description="Scale each tensor's step by max(min_param_scale, RMS(tensor)) (T5's parameter scaling).",
     )
     sparsity_aware_rms: bool = Field(
         default=True,
@@ -83,12 +82,14 @@ class AdafactorOptimizer(SpecModel):
     decay_rate: float = Field(
         default=0.8, gt=0, le=1, description="Second-moment decay beta2(t) = 1 - t^(-decay_rate)."
     )
-    beta2_cap: float = Field(default=1.0, gt=0, le=1, description="Upper bound on beta2(t) (big_vision uses 0.999).")
+    beta2_cap: float | None = Field(
+        default=None, gt=0, le=1, description="Upper bound on beta2(t) (Zhai et al.: 0.999); null for none (T5)."
+    )
     momentum: float | None = Field(
         default=None, ge=0, lt=1, description="First-moment decay beta1; null for no momentum (T5)."
     )
     eps: float = Field(default=1e-30, gt=0, description="Added to the squared gradient.")
-    eps_scale: float = Field(default=1e-3, gt=0, description="Floor of the parameter RMS in the relative step.")
+    min_param_scale: float = Field(default=1e-3, gt=0, description="Floor of the parameter RMS in the relative step.")
     weight_decay: float = Field(default=0.0, ge=0, description=_WEIGHT_DECAY)
     grad_clip_norm: float | None = Field(default=None, gt=0, description=_GRAD_CLIP)
 
