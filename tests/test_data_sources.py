@@ -1,0 +1,118 @@
+"""Synthetic sources and build_source: determinism, formats, fixed disjoint eval sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.data import DataSource, SyntheticTokensSettings, build_source
+from engine.data.span_corruption import raw_length_for_inputs
+from engine.errors import UserError
+from engine.sizing import ModelDims
+
+VIT = ModelDims("vit", 32, 2, 16, 64, 2, image_size=16, patch_size=4, channels=3, num_classes=12)
+DECODER = ModelDims("decoder", 32, 2, 16, 64, 2, vocab_size=128, seq_len=64)
+T5 = ModelDims("t5", 32, 2, 16, 64, 2, decoder_layers=2, vocab_size=128, seq_len=64, target_len=16)
+SMALL_EVAL = {"eval_examples": 64, "eval_batch_size": 32}
+KINDS = [("synthetic_images", VIT), ("synthetic_tokens", DECODER), ("synthetic_tokens", T5)]
+
+
+def make(kind: str, dims: ModelDims, seed: int = 0, batch_size: int = 8, **settings: object) -> DataSource:
+    return build_source(kind, {**SMALL_EVAL, **settings}, dims, batch_size, seed, Path("."))
+
+
+def equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind,dims", KINDS)
+def test_batch_is_a_pure_function_of_seed_and_step(kind: str, dims: ModelDims) -> None:
+    first, second = make(kind, dims), make(kind, dims)
+    assert isinstance(first, DataSource)
+    later = second.batch(7)  # drawn out of order: no iterator state
+    assert equal(first.batch(3), second.batch(3))
+    assert equal(first.batch(7), later)
+    assert not equal(first.batch(3), first.batch(4))
+    assert not equal(first.batch(3), make(kind, dims, seed=1).batch(3))
+    assert first.fingerprint == second.fingerprint != make(kind, dims, seed=1).fingerprint
+
+
+def test_formats_match_the_models() -> None:
+    images = make("synthetic_images", VIT).batch(0)
+    assert images["images"].shape == (8, 16, 16, 3) and images["images"].dtype == np.float32
+    assert images["labels"].shape == (8, 12) and images["labels"].dtype == np.float32
+    assert set(np.unique(images["labels"])) <= {0.0, 1.0}
+
+    tokens = make("synthetic_tokens", DECODER).batch(0)["tokens"]
+    assert tokens.shape == (8, 65) and tokens.dtype == np.int32
+    assert tokens.min() >= 2 and tokens.max() < 2 + 64  # content ids only: no PAD/EOS
+
+    t5 = make("synthetic_tokens", T5).batch(0)
+    spans = raw_length_for_inputs(64).noise_spans
+    assert t5["inputs"].shape == (8, 64) and t5["inputs"].dtype == np.int32
+    assert t5["targets"].shape == (8, 16) and t5["targets"].dtype == np.int32
+    assert (t5["inputs"][:, -1] == 1).all()  # exactly seq_len: EOS last, no padding
+    assert (t5["targets"][:, 0] == 127).all()  # first sentinel is vocab_size - 1
+    assert t5["inputs"].max() < 128 and (t5["inputs"] >= 128 - spans).sum(axis=1).tolist() == [spans] * 8
+
+
+@pytest.mark.parametrize("kind,dims", KINDS)
+def test_eval_set_fixed_disjoint_and_independent_of_training_batch(kind: str, dims: ModelDims) -> None:
+    source = make(kind, dims)
+    evals = source.eval_batches()
+    assert len(evals) == 2 and all(len(next(iter(b.values()))) == 32 for b in evals)
+    other = make(kind, dims, batch_size=16)  # another run of the sweep, other batch size
+    assert all(equal(a, b) for a, b in zip(evals, other.eval_batches(), strict=True))
+    key = "images" if kind == "synthetic_images" else next(iter(evals[0]))
+    eval_rows = {row.tobytes() for batch in evals for row in batch[key]}
+    train_rows = {row.tobytes() for step in range(20) for row in source.batch(step)[key]}
+    assert not eval_rows & train_rows
+
+
+def test_token_vocab_too_small_is_a_user_error() -> None:
+    small = ModelDims("decoder", 32, 2, 16, 64, 2, vocab_size=40, seq_len=64)
+    with pytest.raises(UserError, match="vocab_size must be at least 66"):
+        make("synthetic_tokens", small)
+
+
+def test_t5_target_len_too_short_is_a_user_error() -> None:
+    short = ModelDims("t5", 32, 2, 16, 64, 2, decoder_layers=2, vocab_size=128, seq_len=64, target_len=8)
+    with pytest.raises(UserError, match="target_len >= 14"):
+        make("synthetic_tokens", short)
+
+
+def test_settings_are_checked_and_dataclasses_accepted() -> None:
+    with pytest.raises(ValueError, match="no setting"):
+        make("synthetic_tokens", DECODER, ordr=2)
+    with pytest.raises(ValueError, match="unknown data source kind"):
+        build_source("synthetic_text", None, DECODER, 8, 0, Path("."))
+    settings = SyntheticTokensSettings(order=1, eval_examples=64, eval_batch_size=32)
+    source = build_source("synthetic_tokens", settings, DECODER, 8, 0, Path("."))
+    dumped = build_source("synthetic_tokens", {"kind": "synthetic_tokens", "order": 1, **SMALL_EVAL}, DECODER, 8, 0, Path("."))
+    assert equal(source.batch(0), dumped.batch(0))
+
+
+def test_units_and_availability() -> None:
+    assert make("synthetic_images", VIT).units_per_example == 1
+    assert make("synthetic_tokens", DECODER).units_per_example == 64
+    assert make("synthetic_tokens", T5).units_per_example == 64  # encoder input length (paper's D)
+    assert make("synthetic_images", VIT).available_examples is None
+    assert make("synthetic_tokens", T5).examples_per_step == 8
+
+
+def test_reference_losses_leave_a_large_reducible_range() -> None:
+    tokens = make("synthetic_tokens", DECODER).reference_losses()
+    assert 0.5 < tokens["floor"] < tokens["order_1"] - 0.5 < tokens["trivial"] - 1.0
+    images = make("synthetic_images", VIT).reference_losses()
+    assert 0.1 < images["floor"] < images["trivial"] - 0.2
+
+
+def test_empirical_token_statistics_match_the_process() -> None:
+    """The sampler draws from the tables: the empirical unigram entropy matches order_0."""
+    source = make("synthetic_tokens", DECODER, batch_size=64)
+    tokens = np.concatenate([source.batch(step)["tokens"].ravel() for step in range(20)])
+    counts = np.bincount(tokens)
+    p = counts[counts > 0] / counts.sum()
+    assert abs(-(p * np.log(p)).sum() - source.reference_losses()["order_0"]) < 0.05
