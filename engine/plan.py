@@ -7,7 +7,9 @@ This is what `engine plan` prints and what training consumes:
         run.dims            # engine.sizing.ModelDims: build the model from this
         run.spec.optimizer  # spec.optimizer.AdafactorOptimizer | AdamwOptimizer (learning_rate inside)
         run.spec.sparsity   # level, pattern, targets, schedule
-        run.spec.data       # source, steps, batch_size, eval_every, eval_batches, on_exhausted
+        run.spec.data       # source, steps, batch_size, eval_every, on_exhausted
+        build_source(run.spec.data.source.kind, source_settings(run.spec.data), run.dims,
+                     run.batch_size, run.spec.data.source.seed, run.spec_dir, run.steps)
         run.run_dir         # <output_dir>/<name>/<run_id>/: status.json, checkpoints/, ...
 
 Pure Python over engine.sizing and engine.costs: no JAX import, no tracing, fast for the paper's
@@ -28,6 +30,7 @@ from typing import Any, Literal, Sequence
 from engine import costs, sizing
 from engine.errors import UserError
 from engine.sizing import ModelDims
+from spec.data import DataSpec, ImageArrays, SentencepieceTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
 from spec.loading import Experiment, load_experiment
 from spec.model import PRESETS, DecoderModel, T5Model, VitModel
@@ -173,6 +176,23 @@ def cost_multiplier(sparsity: SparsitySpec) -> float:
         return costs.c_mul(sparsity.level, schedule.start, schedule.end)
     assert isinstance(schedule, OneshotSchedule)
     return costs.c_mul(sparsity.level, schedule.at, schedule.at)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def source_settings(data: DataSpec) -> dict[str, Any]:
+    """The `settings` mapping engine.data.build_source takes for this data section (its `kind`
+    and `seed` are passed separately): the source's fields, the tokenizer as build_source spells
+    it ("bytes" or the SentencePiece model path), and for file sources the exhaustion policy."""
+    source = data.source
+    settings = source.model_dump(exclude={"kind", "seed", "tokenizer"})
+    if isinstance(source, TextFiles):
+        tokenizer = source.tokenizer
+        settings["tokenizer"] = tokenizer.model if isinstance(tokenizer, SentencepieceTokenizer) else "bytes"
+    if isinstance(source, (TextFiles, ImageArrays)):
+        settings["on_exhausted"] = data.on_exhausted
+    return settings
 
 
 # --- identity and status -------------------------------------------------------------------------

@@ -120,7 +120,9 @@ class ReportSettings(SpecModel):
 class AnalysisSpec(SpecModel):
     """Analyses run after the sweep. Optional parts are off when absent (null)."""
 
-    fit: FitSettings = Field(default_factory=FitSettings, description="Law fitting settings.")
+    fit: FitSettings | None = Field(
+        default_factory=FitSettings, description="Fit the law to this sweep's results; null to skip (e.g. too few runs)."
+    )
     gains: GainsSettings | None = Field(default_factory=GainsSettings, description="Gains table (eq. 7); null to skip.")
     optimal_sparsity: OptimalSparsitySettings | None = Field(
         default_factory=OptimalSparsitySettings, description="Optimal-sparsity contours; null to skip."

@@ -5,20 +5,32 @@ planner in examples (vit) or tokens (t5 and decoder: seq_len tokens per example,
 D = steps x 128 x 512 for T5). Finite data is never silently repeated: `on_exhausted` says
 whether running out is an error or a warning.
 
-Paths are relative to the spec file. Plain validation does not check that data files exist:
-specs for large machines point at data a CI machine does not have.
+Evaluation uses a fixed validation set: a synthetic source's own held-out stream, or a seeded
+share of the user's files. Paths are relative to the spec file. Plain validation does not check
+that data files exist: specs for large machines point at data a CI machine does not have.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
 from spec.common import SpecModel, cross_field_error
 
-_SEED = "Seed of the generator; the same seed gives the same examples in the same order."
+_SEED = "Seed of the task and the stream; keep it fixed across a sweep so every run sees the same data."
+_FILE_SEED = "Seed of the validation split and the example order; keep it fixed across a sweep."
 _NOT_CHECKED = "Relative to the spec file; existence is not checked by `engine validate`."
+_EVAL_EXAMPLES = "Size of the fixed validation set."
+_EVAL_BATCH = "Validation batch size (one compiled eval step serves every batch)."
+_EVAL_FRACTION = "Share of the examples held out for validation (whole eval batches, at least one)."
+
+
+def _check_eval_batches(examples: int, batch_size: int) -> None:
+    if examples % batch_size:
+        raise cross_field_error(
+            f"eval_batch_size {batch_size} does not divide eval_examples {examples}", at="eval_batch_size"
+        )
 
 
 class SyntheticImages(SpecModel):
@@ -43,6 +55,13 @@ class SyntheticImages(SpecModel):
     active_patterns: int = Field(default=4, gt=0, description="Patterns mixed into each image.")
     pixel_noise: float = Field(default=0.3, ge=0, description="Std of white noise added to every pixel (signal variance is 1).")
     smoothness: float = Field(default=2.5, ge=0, description="Spectral exponent of the patterns (power ~ 1/f^smoothness).")
+    eval_examples: int = Field(default=1024, gt=0, description=_EVAL_EXAMPLES)
+    eval_batch_size: int = Field(default=128, gt=0, description=_EVAL_BATCH)
+
+    @model_validator(mode="after")
+    def _eval_batches_even(self) -> Self:
+        _check_eval_batches(self.eval_examples, self.eval_batch_size)
+        return self
 
 
 class SyntheticTokens(SpecModel):
@@ -62,6 +81,13 @@ class SyntheticTokens(SpecModel):
     )
     smoothing: float = Field(default=0.05, ge=0, lt=1, description="Uniform mass mixed into every row.")
     zipf_exponent: float = Field(default=1.0, ge=0, description="Unigram frequencies fall as rank^-zipf_exponent.")
+    eval_examples: int = Field(default=1024, gt=0, description=_EVAL_EXAMPLES)
+    eval_batch_size: int = Field(default=128, gt=0, description=_EVAL_BATCH)
+
+    @model_validator(mode="after")
+    def _eval_batches_even(self) -> Self:
+        _check_eval_batches(self.eval_examples, self.eval_batch_size)
+        return self
 
 
 class BytesTokenizer(SpecModel):
@@ -81,21 +107,31 @@ Tokenizer = Annotated[BytesTokenizer | SentencepieceTokenizer, Field(discriminat
 
 
 class TextFiles(SpecModel):
-    """The user's text: plain-text or JSON-lines files, tokenized on the fly."""
+    """The user's text: files read in sorted order, an EOS after each, tokenized and cut into
+    examples; a seeded share is held out for validation. Fields mirror
+    engine.data.files.TextFilesSettings."""
 
     kind: Literal["text_files"] = Field(description="Source type.")
-    paths: list[str] = Field(min_length=1, description=f"Training files or glob patterns. {_NOT_CHECKED}")
-    eval_paths: list[str] = Field(min_length=1, description=f"Validation files or glob patterns. {_NOT_CHECKED}")
+    seed: int = Field(default=0, ge=0, description=_FILE_SEED)
+    paths: list[str] = Field(
+        min_length=1, description=f"Files, directories (read recursively) or glob patterns. {_NOT_CHECKED}"
+    )
     tokenizer: Tokenizer = Field(description="How text becomes token ids: {kind: bytes} or {kind: sentencepiece, model: path}.")
+    eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
+    eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
 
 
 class ImageArrays(SpecModel):
-    """The user's images as NumPy arrays: an .npz holding `images` (N, H, W, C) and `labels`
-    (N,) class ids or (N, num_classes) multi-hot, or an .npy of images next to it."""
+    """The user's images as NumPy arrays: one .npz holding `images` [N, H, W, C] and `labels`
+    (class ids [N], multi-hot [N, num_classes], or id lists [N, K] padded with -1), or two .npy
+    files (images, then labels); a seeded share is held out for validation. Fields mirror
+    engine.data.files.ImageArraysSettings."""
 
     kind: Literal["image_arrays"] = Field(description="Source type.")
-    path: str = Field(description=f"Training arrays (.npz or .npy). {_NOT_CHECKED}")
-    eval_path: str = Field(description=f"Validation arrays (.npz or .npy). {_NOT_CHECKED}")
+    seed: int = Field(default=0, ge=0, description=_FILE_SEED)
+    paths: list[str] = Field(min_length=1, max_length=2, description=f"One .npz, or two .npy files. {_NOT_CHECKED}")
+    eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
+    eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
 
 
 DataSource = Annotated[SyntheticImages | SyntheticTokens | TextFiles | ImageArrays, Field(discriminator="kind")]
@@ -111,23 +147,11 @@ class DataSpec(SpecModel):
     steps: int = Field(gt=0, description="Training steps. D = steps x batch_size examples (x seq_len tokens for language models).")
     batch_size: int = Field(gt=0, description="Examples per training step.")
     eval_every: int = Field(gt=0, description="Steps between validation evaluations.")
-    eval_examples: int = Field(default=1024, gt=0, description="Size of the fixed validation set.")
-    eval_batch_size: int = Field(
-        default=128, gt=0, description="Validation batch size; must divide eval_examples (one compiled eval step)."
-    )
     on_exhausted: Literal["refuse", "warn"] = Field(
         default="refuse",
         description=(
             "When the budget needs more examples than a finite source holds: refuse to start the run, "
-            "or warn and repeat the data. Built-in synthetic sources never run out."
+            "or warn and go on with a fresh order of the same data. Built-in synthetic sources never run out."
         ),
     )
 
-    @model_validator(mode="after")
-    def _eval_batches_even(self) -> DataSpec:
-        if self.eval_examples % self.eval_batch_size:
-            raise cross_field_error(
-                f"eval_batch_size {self.eval_batch_size} does not divide eval_examples {self.eval_examples}",
-                at="eval_batch_size",
-            )
-        return self
