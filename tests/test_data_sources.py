@@ -116,3 +116,15 @@ def test_empirical_token_statistics_match_the_process() -> None:
     counts = np.bincount(tokens)
     p = counts[counts > 0] / counts.sum()
     assert abs(-(p * np.log(p)).sum() - source.reference_losses()["order_0"]) < 0.05
+
+
+def test_spec_style_tokenizer_mapping_is_accepted() -> None:
+    from engine.data.build import make_settings
+
+    settings = make_settings("text_files", {"paths": ["a.txt"], "tokenizer": {"kind": "bytes"}})
+    assert settings.tokenizer == "bytes" and settings.paths == ("a.txt",)
+    spm = make_settings("text_files", {"paths": ["a.txt"], "tokenizer": {"kind": "sentencepiece", "model": "m.model"}})
+    assert spm.tokenizer == "m.model"
+    assert make_settings("synthetic_tokens", {"kind": "synthetic_tokens", "seed": 3}, seed=3).order == 2
+    with pytest.raises(ValueError, match="seed 4 but build_source got seed 3"):
+        make_settings("synthetic_tokens", {"seed": 4}, seed=3)

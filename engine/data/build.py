@@ -4,7 +4,9 @@
                  seed=0, base_dir=spec_path.parent, total_steps=300)
 
 `settings` is a mapping (e.g. a pydantic model's `model_dump()`), a settings dataclass, or None for
-all defaults. A "kind" key equal to `kind` is ignored, so a dumped discriminated union works as is.
+all defaults. A "kind" key equal to `kind` is ignored and a "seed" key must equal the `seed` argument, and the
+spec's tokenizer mapping ({kind: bytes} / {kind: sentencepiece, model: path}) is accepted, so a
+dumped spec source (`model_dump()`) works as is.
 """
 
 from __future__ import annotations
@@ -32,8 +34,22 @@ SETTINGS_TYPES: dict[str, type] = {
 }
 
 
-def make_settings(kind: str, settings: Mapping[str, Any] | Any | None) -> Any:
-    """The settings dataclass of `kind`, from a mapping, a dataclass or None (defaults)."""
+def settings_seed(settings: Any) -> object:
+    return settings.get("seed") if isinstance(settings, Mapping) else getattr(settings, "seed", None)
+
+
+def tokenizer_name(tokenizer: Mapping[str, Any]) -> str:
+    """The spec's {kind: bytes} / {kind: sentencepiece, model: path} as TextFilesSettings wants it."""
+    if tokenizer.get("kind") == "bytes":
+        return "bytes"
+    if tokenizer.get("kind") == "sentencepiece" and tokenizer.get("model"):
+        return str(tokenizer["model"])
+    raise ValueError(f"tokenizer must be {{kind: bytes}} or {{kind: sentencepiece, model: path}}, got {dict(tokenizer)}")
+
+
+def make_settings(kind: str, settings: Mapping[str, Any] | Any | None, seed: int | None = None) -> Any:
+    """The settings dataclass of `kind`, from a mapping, a dataclass or None (defaults). A "seed"
+    key (the spec keeps the data seed in the source) must equal `seed` and is dropped."""
     if kind not in SETTINGS_TYPES:
         raise ValueError(f"unknown data source kind {kind!r}; expected one of {sorted(SETTINGS_TYPES)}")
     settings_type = SETTINGS_TYPES[kind]
@@ -43,10 +59,14 @@ def make_settings(kind: str, settings: Mapping[str, Any] | Any | None) -> Any:
     if values.get("kind", kind) != kind:
         raise ValueError(f"settings are for kind {values['kind']!r}, not {kind!r}")
     values.pop("kind", None)
+    if "seed" in values and values.pop("seed") != seed:
+        raise ValueError(f"settings carry seed {settings_seed(settings)} but build_source got seed {seed}")
     allowed = {field.name for field in fields(settings_type)}
     unknown = set(values) - allowed
     if unknown:
         raise ValueError(f"{kind} has no setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if isinstance(values.get("tokenizer"), Mapping):
+        values["tokenizer"] = tokenizer_name(values["tokenizer"])
     if "paths" in values and not isinstance(values["paths"], str):
         values["paths"] = tuple(str(path) for path in values["paths"])
     return settings_type(**values)
@@ -77,7 +97,7 @@ def build_source(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    resolved = make_settings(kind, settings)
+    resolved = make_settings(kind, settings, seed)
     if kind == "synthetic_images":
         return SyntheticImages(resolved, dims, batch_size, seed)
     if kind == "synthetic_tokens":
