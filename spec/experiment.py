@@ -28,7 +28,7 @@ class ExperimentSpec(SpecModel):
         description=(
             "Another spec file this one builds on, relative to this file: mappings are merged "
             "recursively (this file wins; a mapping with a different `kind` replaces the base's "
-            "whole mapping), lists and scalars are replaced."
+            "whole mapping), lists and scalars are replaced, and a `sweep` here replaces the base's."
         ),
     )
     seed: int = Field(default=0, ge=0, description="Seed of parameter initialisation; the data order is the data source's own seed.")

@@ -133,16 +133,16 @@ def load_tree(path: Path, display: str | None = None, _chain: tuple[Path, ...] =
         raise SpecError([Issue(extends.node.origin, f"extends: cycle {cycle}")])
     if not target.is_file():
         raise SpecError(
-            [Issue(extends.node.origin, f"extends: {target_display} not found (paths are relative to this file)")]
+            [Issue(extends.node.origin, f"extends: {target_text} not found (looked for {target_display})")]
         )
-    return deep_merge(load_tree(target, target_display, chain), tree, replace_whole=_is_open_mapping)
+    return deep_merge(load_tree(target, target_display, chain), tree, replace_whole=_replaced_whole)
 
 
-def _is_open_mapping(path: tuple[str, ...]) -> bool:
-    """Mappings whose keys are the user's (sweep axes, `where:` selectors) are replaced whole by
-    `extends`: a child's sweep is its own, not a blend with its base's."""
+def _replaced_whole(path: tuple[str, ...]) -> bool:
+    """What `extends` does not merge: a child's `sweep` is its own, not a blend of axes with its
+    base's, and mappings whose keys are the user's (e.g. `where:` selectors) are replaced too."""
     level = level_at(ExperimentSpec, path, None)
-    return level is not None and level.open
+    return path == ("sweep",) or (level is not None and level.open)
 
 
 def _read_mapping(path: Path, display: str) -> Located:

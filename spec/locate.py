@@ -7,6 +7,7 @@ tags, gives the data path, and the located tree gives its origin.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
@@ -35,12 +36,18 @@ def issues_from_validation(
     scoped = data
     for part in prefix:
         scoped = scoped[part]
-    issues = []
-    for detail in error.errors():
-        if partial and detail["type"] in INCOMPLETENESS:
-            continue
-        issues.append(_issue(detail, tree, root, prefix, scoped))
-    return issues
+    details = [detail for detail in error.errors() if not (partial and detail["type"] in INCOMPLETENESS)]
+    return [_issue(detail, tree, root, prefix, scoped) for detail in details if not _explained(detail, details)]
+
+
+def _explained(detail: Any, details: list[Any]) -> bool:
+    """A missing key next to an unknown key that is its typo says the same thing twice: keep the
+    unknown key's error, which carries the suggestion."""
+    if detail["type"] != "missing":
+        return False
+    parent, name = detail["loc"][:-1], str(detail["loc"][-1])
+    typos = [str(d["loc"][-1]) for d in details if d["type"] == "extra_forbidden" and d["loc"][:-1] == parent]
+    return bool(typos) and bool(difflib.get_close_matches(name, typos, n=1, cutoff=0.6))
 
 
 def _data_path(loc: Sequence[str | int], data: Any) -> tuple[list[str | int], str | int | None]:
