@@ -13,8 +13,9 @@ True for every other leaf (it broadcasts, so `where(mask, x, 0)` works on every 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +134,30 @@ def dense_masks(params: PyTree, sparsified: PyTree) -> PyTree:
     )
 
 
+def masks_by_shape(
+    params: PyTree, sparsified: PyTree, keep_for_size: Callable[[int], int | Array], pattern: Pattern
+) -> PyTree:
+    """Magnitude masks of every sparsified tensor, keeping keep_for_size(size) weights each.
+
+    Same-shaped tensors (e.g. the query kernels of all layers) are stacked and masked under one
+    vmap, so a model compiles one bisection loop per distinct shape, not one per tensor.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    flags = treedef.flatten_up_to(sparsified)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, (leaf, is_sparse) in enumerate(zip(leaves, flags)):
+        if is_sparse:
+            by_shape.setdefault(tuple(leaf.shape), []).append(index)
+    masks = [jnp.ones((), bool) for _ in leaves]
+    for shape, indices in by_shape.items():
+        keep = keep_for_size(math.prod(shape))
+        stacked = jnp.stack([leaves[i] for i in indices])
+        stacked_masks = jax.vmap(lambda w: magnitude_mask(w, keep, pattern))(stacked)
+        for position, index in enumerate(indices):
+            masks[index] = stacked_masks[position]
+    return treedef.unflatten(masks)
+
+
 def compute_masks(
     params: PyTree, sparsified: PyTree, sparsity: float, pattern: Pattern = Unstructured()
 ) -> PyTree:
@@ -141,13 +166,7 @@ def compute_masks(
     check_pattern(params, sparsified, pattern)
     if isinstance(pattern, NM) and sparsity > pattern.sparsity:
         raise ValueError(f"sparsity {sparsity} exceeds what {pattern.n}:{pattern.m} allows")
-
-    def mask(param: Array, is_sparse: bool) -> Array:
-        if not is_sparse:
-            return jnp.ones((), bool)
-        return magnitude_mask(param, keep_count(param.size, sparsity), pattern)
-
-    return jax.tree.map(mask, params, sparsified)
+    return masks_by_shape(params, sparsified, lambda size: keep_count(size, sparsity), pattern)
 
 
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:

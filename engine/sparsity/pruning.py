@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from engine.sparsity.masks import NM, Pattern, check_pattern, dense_masks, keep_count, magnitude_mask
+from engine.sparsity.masks import NM, Pattern, check_pattern, dense_masks, keep_count, masks_by_shape
 from engine.sparsity.schedules import Schedule
 
 Array = jax.Array
@@ -49,13 +49,9 @@ def scheduled_masks(
     params: PyTree, sparsified: PyTree, schedule: Schedule, pattern: Pattern, step: Array
 ) -> PyTree:
     """The masks the schedule asks for at `step`, computed from the current weights."""
-
-    def mask(param: Array, is_sparse: bool) -> Array:
-        if not is_sparse:
-            return jnp.ones((), bool)
-        return magnitude_mask(param, _scheduled_keep(param.size, schedule, step), pattern)
-
-    return jax.tree.map(mask, params, sparsified)
+    return masks_by_shape(
+        params, sparsified, lambda size: _scheduled_keep(size, schedule, step), pattern
+    )
 
 
 def masked_updates(updates: PyTree, params: PyTree, masks: PyTree) -> PyTree:
