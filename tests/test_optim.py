@@ -1,0 +1,119 @@
+"""Sparsity-aware Adafactor (appendix A.1), AdamW and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from engine import optim
+from engine import sparsity as sp
+
+
+def _half_pruned(seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    """An 8x8 kernel with a checkerboard half of its weights pruned (exact zeros)."""
+    weights = jax.random.normal(jax.random.key(seed), (8, 8)) + 3.0  # well above min_scale
+    mask = (jnp.arange(8)[:, None] + jnp.arange(8)[None, :]) % 2 == 0
+    return jnp.where(mask, weights, 0.0), mask
+
+
+def test_sparsity_aware_rms_is_rms_of_unpruned_weights() -> None:
+    weights, mask = _half_pruned()
+    aware, plain = optim.masked_rms(weights, mask), optim.masked_rms(weights, None)
+    np.testing.assert_allclose(aware, np.sqrt(np.mean(np.asarray(weights)[np.asarray(mask)] ** 2)), rtol=1e-6)
+    # A.1: half the weights pruned -> the plain RMS is sqrt(1/2) of the sparsity-aware one.
+    np.testing.assert_allclose(plain, np.sqrt(0.5) * aware, rtol=1e-6)
+    np.testing.assert_allclose(optim.masked_rms(weights, jnp.ones((), bool)), plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sparsity_aware", [True, False])
+def test_relative_step_size_follows_unpruned_rms(sparsity_aware: bool) -> None:
+    """The first Adafactor update of a kept weight is -lr * RMS(param) * sign(grad): with the
+    sparsity-aware RMS it is sqrt(2) larger than with the plain RMS at 50% sparsity."""
+    weights, mask = _half_pruned()
+    params, masks = {"w": weights}, {"w": mask}
+    grads = {"w": jax.random.normal(jax.random.key(1), (8, 8))}
+    lr = 0.01
+    tx = optim.adafactor(lr, sparsity_aware=sparsity_aware)
+    updates, _ = tx.update(grads, tx.init(params), params, masks=masks)
+    # Step 0: the second moment is exactly grad^2, so the raw update is sign(grad) (RMS 1: no clip).
+    rms = optim.masked_rms(weights, mask if sparsity_aware else None)
+    expected = -lr * rms * jnp.sign(grads["w"])
+    np.testing.assert_allclose(updates["w"][mask], expected[mask], rtol=1e-5)
+    aware = optim.masked_rms(weights, mask)
+    step = jnp.abs(updates["w"][mask]).mean()
+    np.testing.assert_allclose(step, lr * aware * (1.0 if sparsity_aware else np.sqrt(0.5)), rtol=1e-5)
+
+
+def test_masked_pruning_passes_masks_to_adafactor() -> None:
+    """Through the wrapper, the steps of kept weights are sqrt(2) larger than without A.1."""
+    weights, mask = _half_pruned()
+    params, sparsified = {"w": weights}, {"w": True}
+    grads = {"w": jax.random.normal(jax.random.key(1), (8, 8))}
+    schedule = sp.OneShotSchedule(target=0.5, step=0)  # keeps exactly the non-zeros
+    steps = {}
+    for aware in (True, False):
+        tx = sp.masked_pruning(optim.adafactor(0.01, sparsity_aware=aware), sparsified, schedule, sp.Unstructured())
+        updates, state = tx.update(grads, tx.init(params), params)
+        np.testing.assert_array_equal(state.masks["w"], mask)
+        np.testing.assert_array_equal(updates["w"][~mask], 0.0)  # pruned stay zero
+        steps[aware] = np.abs(np.asarray(updates["w"])[np.asarray(mask)])
+    np.testing.assert_allclose(steps[False], np.sqrt(0.5) * steps[True], rtol=1e-5)
+
+
+def test_update_clipping_ignores_pruned_entries() -> None:
+    """Clipping by the RMS of kept entries only: large updates at pruned weights do not shrink
+    the updates of the kept ones (A.1 applies the same RMS to the clipping threshold)."""
+    mask = jnp.array([True, True, False, False])
+    updates = {"w": jnp.array([1.0, -1.0, 10.0, 10.0])}
+    clip_aware, clip_plain = optim.clip_by_rms(1.0), optim.clip_by_rms(1.0, sparsity_aware=False)
+    aware, _ = clip_aware.update(updates, optax.EmptyState(), None, masks={"w": mask})
+    plain, _ = clip_plain.update(updates, optax.EmptyState(), None, masks={"w": mask})
+    np.testing.assert_allclose(aware["w"][:2], [1.0, -1.0])
+    np.testing.assert_allclose(plain["w"], updates["w"] / np.sqrt((1 + 1 + 100 + 100) / 4), rtol=1e-6)
+
+
+def test_without_masks_matches_optax_unfactored_adafactor() -> None:
+    """Dense (no masks): the same numbers as optax.adafactor(factored=False)."""
+    params = {"w": jax.random.normal(jax.random.key(0), (6, 5)), "b": jnp.zeros(5)}
+    ours, reference = optim.adafactor(0.01), optax.adafactor(0.01, factored=False)
+    state_ours, state_ref = ours.init(params), reference.init(params)
+    for i in range(4):
+        grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(10 + i), p.shape), params)
+        u_ours, state_ours = ours.update(grads, state_ours, params)
+        u_ref, state_ref = reference.update(grads, state_ref, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+        params = optax.apply_updates(params, u_ours)
+
+
+def test_adafactor_options_and_adamw_run_under_jit() -> None:
+    params = {"w": jnp.ones((4, 4))}
+    grads = {"w": jnp.full((4, 4), 0.5)}
+    for tx in (
+        optim.adafactor(optim.rsqrt_lr(0.01, 10), momentum=0.9, weight_decay=1e-4, beta2_cap=0.999),
+        optim.adamw(optim.constant_lr(1e-3)),
+    ):
+        updates, _ = jax.jit(tx.update)(grads, tx.init(params), params, masks={"w": jnp.ones((4, 4), bool)})
+        assert np.isfinite(np.asarray(updates["w"])).all() and (np.asarray(updates["w"]) < 0).all()
+
+
+def test_learning_rate_schedules() -> None:
+    t5 = optim.rsqrt_lr(0.01, warmup_steps=10_000)  # = 1 / sqrt(max(step, 1e4))
+    for step in (0, 5_000, 10_000, 40_000, 1_000_000):
+        np.testing.assert_allclose(t5(step), 1 / np.sqrt(max(step, 10_000)), rtol=1e-6)
+    ramp = optim.rsqrt_lr(0.01, warmup_steps=100, linear_warmup=True)
+    np.testing.assert_allclose([ramp(0), ramp(50), ramp(100), ramp(400)], [0.0, 0.005, 0.01, 0.005], rtol=1e-6)
+
+    cosine = optim.cosine_lr(1.0, warmup_steps=10, total_steps=110, end_value=0.1)
+    np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
+                               [0.0, 0.5, 1.0, 0.55, 0.1], rtol=1e-5, atol=1e-7)
+
+    wcc = optim.warmup_constant_cooldown_lr(1.0, warmup_steps=10, total_steps=100, cooldown_steps=20)
+    np.testing.assert_allclose([wcc(s) for s in (0, 5, 10, 50, 80, 90, 100)],
+                               [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(optim.constant_lr(3e-4)(123), 3e-4)
+    with pytest.raises(ValueError, match="exceed total steps"):
+        optim.warmup_constant_cooldown_lr(1.0, warmup_steps=60, total_steps=100, cooldown_steps=50)
