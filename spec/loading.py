@@ -23,7 +23,7 @@ from spec.issues import Issue, Origin, SpecError
 from spec.locate import issues_from_validation
 from spec.paths import check_field_path, level_at, split_dotted
 from spec.sweep import SWEEPABLE_ROOTS, SweepSpec
-from spec.yaml_tree import Located, PathBlocked, deep_merge, parse_yaml, relocate, set_at, to_plain
+from spec.yaml_tree import Located, PathBlocked, deep_merge, find, parse_yaml, relocate, set_at, to_plain
 
 BASES_DIR = "bases"
 
@@ -76,14 +76,14 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> Experiment:
                 failing.setdefault(issue, []).append(indices)
             continue
         points.append(SweepPoint(sweep.coordinates(indices), spec))
-    if failing:
-        # A problem of every point is the spec's; one of some points names the first of them.
-        raise SpecError(
-            [
-                issue if len(where) == len(all_indices) else _at_point(issue, sweep.coordinates(where[0]))
-                for issue, where in failing.items()
-            ]
-        )
+    # A problem of every point is the spec's; one of some points names the first of them.
+    issues = [
+        issue if len(where) == len(all_indices) else _at_point(issue, sweep.coordinates(where[0]))
+        for issue, where in failing.items()
+    ]
+    issues += _selector_issues(tree)
+    if issues:
+        raise SpecError(issues)
     return Experiment(path, sweep, tuple(points))
 
 
@@ -107,9 +107,29 @@ def _check_partial(tree: Located) -> None:
         issues = issues_from_validation(error, tree, ExperimentSpec, partial=True)
         if issues:
             raise SpecError(issues) from None
-    issues = _sweep_path_issues(tree, _entry_node(tree, "sweep"))
+    issues = _sweep_path_issues(tree, _entry_node(tree, "sweep")) + _selector_issues(tree)
     if issues:
         raise SpecError(issues)
+
+
+# Mappings whose keys are dotted field paths of (another) experiment spec, selecting runs.
+_SELECTORS = (("init", "source", "where"), ("analysis", "fit", "holdout", "coordinates"))
+
+
+def _selector_issues(tree: Located) -> list[Issue]:
+    """Unknown field paths in run selectors, at the key, with a suggestion."""
+    issues = []
+    for path in _SELECTORS:
+        node, _, depth = find(tree, path)
+        if depth < len(path):
+            continue
+        mappings = node.value if isinstance(node.value, list) else [node]
+        for mapping in mappings:
+            for dotted, entry in mapping.value.items() if isinstance(mapping.value, dict) else ():
+                problem = check_field_path(ExperimentSpec, dotted, None)
+                if problem:
+                    issues.append(Issue(entry.key_origin, f"{'.'.join(path)}: {problem}"))
+    return issues
 
 
 # --- reading files and `extends` ---------------------------------------------------------------

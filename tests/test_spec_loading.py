@@ -117,3 +117,13 @@ def test_a_base_is_checked_as_a_partial_spec(tmp_path: Path) -> None:
         f"{broken}:3:18: model.base.layers: expected a valid integer, got the text 'two'",
         f"{broken}:4:1: unknown key `optimiser` (did you mean `optimizer`?)",
     ]
+
+
+def test_run_selectors_name_known_fields(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        (GOOD / "minimal.yaml").read_text()
+        + "init:\n  kind: pretrained\n  source:\n    kind: run\n    spec: other.yaml\n"
+        + "    where: {model.nonzeros: 100, data.stps: 10}\n"
+    )
+    assert issue_lines(path, []) == [f"{path}:22:34: init.source.where: unknown field `stps` in `data` (did you mean `steps`?)"]
