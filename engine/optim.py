@@ -57,9 +57,10 @@ def scale_by_param_rms(
         if params is None:
             raise ValueError("scale_by_param_rms needs params: call update(updates, state, params)")
         leaf_masks = _leaf_masks(updates, masks, sparsity_aware)
-        scaled = jax.tree.map(
-            lambda u, p, m: u * jnp.maximum(masked_rms(p, m), min_scale), updates, params, leaf_masks
-        )
+        def scale(update: Array, param: Array, mask: Array) -> Array:
+            return update * jnp.maximum(masked_rms(param, mask), min_scale)
+
+        scaled = jax.tree.map(scale, updates, params, leaf_masks)
         return scaled, state
 
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
@@ -69,7 +70,7 @@ def clip_by_rms(
     threshold: float = 1.0, sparsity_aware: bool = True
 ) -> optax.GradientTransformationExtraArgs:
     """Adafactor's update clipping, u / max(1, RMS(u) / threshold), with the RMS over the updates
-    of unpruned weights (appendix A.1) unless sparsity_aware is False (optax's clip_by_block_rms)."""
+    of unpruned weights (appendix A.1); optax's clip_by_block_rms if sparsity_aware is False."""
 
     def update_fn(
         updates: PyTree, state: optax.EmptyState, params: PyTree | None = None,
@@ -178,7 +179,8 @@ def warmup_constant_cooldown_lr(
     constant_steps = total_steps - warmup_steps - cooldown_steps
     if constant_steps < 0:
         raise ValueError(
-            f"warmup ({warmup_steps}) + cooldown ({cooldown_steps}) exceed total steps ({total_steps})"
+            f"warmup ({warmup_steps}) + cooldown ({cooldown_steps}) steps exceed total steps "
+            f"({total_steps})"
         )
     pieces = [
         optax.linear_schedule(0.0, peak, warmup_steps),

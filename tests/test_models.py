@@ -32,7 +32,10 @@ TINY = {
 }
 FAMILIES = sorted(TINY)
 # One block per stack keeps compile time (which dominates these tests) low.
-SHALLOW = {f: replace(d, layers=1, decoder_layers=min(d.decoder_layers, 1)) for f, d in TINY.items()}
+SHALLOW = {
+    family: replace(dims, layers=1, decoder_layers=min(dims.decoder_layers, 1))
+    for family, dims in TINY.items()
+}
 
 
 @functools.cache
@@ -98,7 +101,8 @@ def test_t5_loss_ignores_padding_targets() -> None:
     batch = _random_batch(dims, 3, seed=0)
     loss, _, metrics = evaluate(params, batch)
     np.testing.assert_array_equal(metrics["weight"], [dims.target_len - 2] * 3)
-    np.testing.assert_allclose(loss, metrics["loss_sum"].sum() / (3 * (dims.target_len - 2)), rtol=1e-6)
+    scored_tokens = 3 * (dims.target_len - 2)
+    np.testing.assert_allclose(loss, metrics["loss_sum"].sum() / scored_tokens, rtol=1e-6)
     # Unpadding the targets makes them count.
     unpadded = dict(batch, targets=batch["targets"].copy())
     unpadded["targets"][:, -2:] = 5
@@ -122,7 +126,7 @@ def test_relative_position_buckets() -> None:
         relative_position_bucket(relative, bidirectional=False, num_buckets=32, max_distance=128),
         [3, 2, 1, 0, 0, 0, 0],
     )
-    far = relative_position_bucket(np.array([-1000]), bidirectional=False, num_buckets=32, max_distance=128)
+    far = relative_position_bucket(np.array([-1000]), False, num_buckets=32, max_distance=128)
     assert far[0] == 31
 
 

@@ -32,7 +32,8 @@ def test_gmp_cubic_schedule_values() -> None:
         10_000: 0.8,
     }
     for step, sparsity in expected.items():
-        np.testing.assert_allclose(schedule.sparsity_at(step), sparsity, rtol=1e-6, err_msg=str(step))
+        actual = schedule.sparsity_at(step)
+        np.testing.assert_allclose(actual, sparsity, rtol=1e-6, err_msg=str(step))
     updates = [s for s in range(0, 1001, 50) if schedule.is_update_step(s)]
     assert updates == [100, 200, 300, 400, 500]
 
@@ -65,11 +66,12 @@ def test_schedule_validation() -> None:
 
 def test_topk_mask_hand_made() -> None:
     scores = jnp.array([[0.5, 0.1, 0.9], [0.3, 0.7, 0.2]])
-    np.testing.assert_array_equal(sp.topk_mask(scores, 3), [[True, False, True], [False, True, False]])
+    np.testing.assert_array_equal(sp.topk_mask(scores, 3), [[1, 0, 1], [0, 1, 0]])
     np.testing.assert_array_equal(sp.topk_mask(scores, 0), np.zeros((2, 3), bool))
     np.testing.assert_array_equal(sp.topk_mask(scores, 6), np.ones((2, 3), bool))
     # All tied: the lowest flat indices win.
-    np.testing.assert_array_equal(sp.topk_mask(jnp.zeros((3, 3)), 4).reshape(-1), [1, 1, 1, 1, 0, 0, 0, 0, 0])
+    tied = sp.topk_mask(jnp.zeros((3, 3)), 4)
+    np.testing.assert_array_equal(tied.reshape(-1), [1, 1, 1, 1, 0, 0, 0, 0, 0])
 
 
 def _reference_topk(scores: np.ndarray, keep: int) -> np.ndarray:
@@ -96,7 +98,8 @@ def test_topk_mask_exact_counts_with_ties(shape: tuple[int, ...]) -> None:
         for keep in sorted({0, 1, size // 3, size // 2, size - 1, size}):
             mask = np.asarray(topk(scores, keep))
             assert mask.sum() == keep, (name, keep)
-            np.testing.assert_array_equal(mask, _reference_topk(scores, keep), err_msg=f"{name} {keep}")
+            reference = _reference_topk(scores, keep)
+            np.testing.assert_array_equal(mask, reference, err_msg=f"{name} {keep}")
 
 
 def test_keep_count_matches_sizing_rounding() -> None:
@@ -117,8 +120,13 @@ def test_algorithm1_hand_made() -> None:
     )
     scores = sp.nm_protected_scores(jnp.abs(w), sp.NM(1, 2))
     inf = np.inf
-    expected = [[0.1, inf, inf, inf], [inf, 0.05, 0.4, 0.0], [inf, inf, inf, 0.0], [0.2, 0.0, 0.4, inf]]
-    np.testing.assert_array_equal(scores, np.float32(expected))  # ties in a group: the first one wins
+    expected = [
+        [0.1, inf, inf, inf],
+        [inf, 0.05, 0.4, 0.0],
+        [inf, inf, inf, 0.0],
+        [0.2, 0.0, 0.4, inf],
+    ]
+    np.testing.assert_array_equal(scores, np.float32(expected))  # tie in a group: first one wins
     # Keep 10 of 16: the 8 protected plus the two 0.4s (over 0.2, 0.1, 0.05).
     mask = sp.magnitude_mask(w, 10, sp.NM(1, 2))
     np.testing.assert_array_equal(
@@ -148,7 +156,8 @@ def test_nm_needs_m_to_divide_fan_in() -> None:
     sparsified = {"attn": {"query": {"kernel": True}}, "bias": False}
     with pytest.raises(ValueError, match=r"attn/query/kernel.*divisible by m.*\(6, 8\)"):
         sp.compute_masks(params, sparsified, 0.5, sp.NM(2, 4))
-    tx = sp.masked_pruning(optax.sgd(0.1), sparsified, sp.GradualSchedule(0.5, 0, 10, 1), sp.NM(2, 4))
+    schedule = sp.GradualSchedule(0.5, 0, 10, 1)
+    tx = sp.masked_pruning(optax.sgd(0.1), sparsified, schedule, sp.NM(2, 4))
     with pytest.raises(ValueError, match="attn/query/kernel"):
         tx.init(params)
     with pytest.raises(ValueError, match="exceeds"):
@@ -158,7 +167,10 @@ def test_nm_needs_m_to_divide_fan_in() -> None:
 def test_compute_and_apply_masks_on_restored_params() -> None:
     """One-shot pruning of given params: exact counts on the sparsified tensors only."""
     rng = np.random.default_rng(2)
-    params = {"kernel": jnp.asarray(rng.normal(size=(8, 10))), "bias": jnp.asarray(rng.normal(size=10))}
+    params = {
+        "kernel": jnp.asarray(rng.normal(size=(8, 10))),
+        "bias": jnp.asarray(rng.normal(size=10)),
+    }
     sparsified = {"kernel": True, "bias": False}
     masks = sp.compute_masks(params, sparsified, 0.7)
     pruned = sp.apply_masks(params, masks)
@@ -203,7 +215,8 @@ def test_masked_steps_keep_pruned_weights_exactly_zero(pattern: sp.Pattern, inne
     step = _step_fn(tx, traces)
     for i in range(12):
         params, state = step(params, state, jax.random.key(i))
-        kernel, mask = np.asarray(params["dense"]["kernel"]), np.asarray(state.masks["dense"]["kernel"])
+        kernel = np.asarray(params["dense"]["kernel"])
+        mask = np.asarray(state.masks["dense"]["kernel"])
         assert (kernel[~mask] == 0.0).all()  # exactly zero, not just small
         expected_keep = round((1 - float(schedule.sparsity_at(i))) * kernel.size)
         assert mask.sum() == expected_keep, i
@@ -218,13 +231,17 @@ def test_masked_steps_keep_pruned_weights_exactly_zero(pattern: sp.Pattern, inne
 def test_realised_sparsity_matches_sizing_on_a_model() -> None:
     """At the end of the schedule each tensor keeps round((1 - S) size) weights, so the total is
     engine.sizing.nonzeros_at, even at a sparsity where float32 rounding could drift."""
-    dims = ModelDims("decoder", d_model=12, num_heads=2, head_dim=6, mlp_dim=20, layers=1, vocab_size=32, seq_len=8)
+    dims = ModelDims(
+        "decoder", d_model=12, num_heads=2, head_dim=6, mlp_dim=20, layers=1,
+        vocab_size=32, seq_len=8,
+    )
     # Random values in the model's exact tree (eval_shape: no model compile needed).
     abstract = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
     params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), abstract)
     sparsified = sp.sparsified_tree(params, dims)
     target = 0.3
-    tx = sp.masked_pruning(optax.sgd(1e-3), sparsified, sp.GradualSchedule(target, 0, 3, 1), sp.Unstructured())
+    schedule = sp.GradualSchedule(target, 0, 3, 1)
+    tx = sp.masked_pruning(optax.sgd(1e-3), sparsified, schedule, sp.Unstructured())
     state = tx.init(params)
     step = _step_fn(tx, [])
     for i in range(5):
@@ -244,7 +261,8 @@ def test_realised_sparsity_matches_sizing_on_a_model() -> None:
 def test_sparsity_report_nm_validity() -> None:
     good = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 5.0]])  # 2:4 along axis 0
     bad = np.array([[1.0, 1.0], [1.0, 2.0], [3.0, 0.0], [4.0, 5.0]])
-    rows = sp.sparsity_report({"a": good, "b": bad, "c": np.ones(3)}, {"a": True, "b": True, "c": False}, sp.NM(2, 4))
+    params = {"a": good, "b": bad, "c": np.ones(3)}
+    rows = sp.sparsity_report(params, {"a": True, "b": True, "c": False}, sp.NM(2, 4))
     assert [(r.path, r.nm_valid) for r in rows] == [("a", True), ("b", False), ("c", None)]
     assert rows[0].sparsity == 0.5 and rows[1].sparsity == 0.125 and rows[2].sparsity == 0.0
 

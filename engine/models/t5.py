@@ -115,7 +115,8 @@ class T5(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Array, decoder_inputs: Array) -> Array:
-        """inputs [B, seq_len], decoder_inputs [B, target_len] int32 -> logits [B, target_len, V]."""
+        """inputs [B, seq_len], decoder_inputs [B, target_len] (int32) -> logits [B, target_len,
+        vocab_size]."""
         d = self.dims
         # One embedding for encoder and decoder inputs; std 1 as in T5 (no sqrt(d) rescaling).
         init = nn.initializers.normal(stddev=1.0)

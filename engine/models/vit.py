@@ -53,7 +53,8 @@ class ViT(nn.Module):
         x = x + self.param("pos_embed", pos_init, (1, d.num_patches, d.d_model))
         x = Encoder(d, name="encoder")(x)
         # Zero-initialised head, as big_vision does for classification from scratch.
-        return nn.Dense(d.num_classes, kernel_init=nn.initializers.zeros, name="head")(x.mean(axis=1))
+        head = nn.Dense(d.num_classes, kernel_init=nn.initializers.zeros, name="head")
+        return head(x.mean(axis=1))
 
 
 def per_example_loss(logits: Array, labels: Array) -> Array:

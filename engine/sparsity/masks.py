@@ -135,7 +135,10 @@ def dense_masks(params: PyTree, sparsified: PyTree) -> PyTree:
 
 
 def masks_by_shape(
-    params: PyTree, sparsified: PyTree, keep_for_size: Callable[[int], int | Array], pattern: Pattern
+    params: PyTree,
+    sparsified: PyTree,
+    keep_for_size: Callable[[int], int | Array],
+    pattern: Pattern,
 ) -> PyTree:
     """Magnitude masks of every sparsified tensor, keeping keep_for_size(size) weights each.
 

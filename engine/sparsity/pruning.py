@@ -20,7 +20,14 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from engine.sparsity.masks import NM, Pattern, check_pattern, dense_masks, keep_count, masks_by_shape
+from engine.sparsity.masks import (
+    NM,
+    Pattern,
+    check_pattern,
+    dense_masks,
+    keep_count,
+    masks_by_shape,
+)
 from engine.sparsity.schedules import Schedule
 
 Array = jax.Array
@@ -56,7 +63,10 @@ def scheduled_masks(
 
 def masked_updates(updates: PyTree, params: PyTree, masks: PyTree) -> PyTree:
     """Updates such that params + updates is zero wherever the mask is False."""
-    return jax.tree.map(lambda u, p, m: u if m.ndim == 0 else jnp.where(m, u, -p), updates, params, masks)
+    def masked(update: Array, param: Array, mask: Array) -> Array:
+        return update if mask.ndim == 0 else jnp.where(mask, update, -param)
+
+    return jax.tree.map(masked, updates, params, masks)
 
 
 def masked_pruning(
@@ -94,7 +104,9 @@ def masked_pruning(
             params,
             state.masks,
         )
-        updates, inner_state = inner.update(updates, state.inner_state, params, masks=masks, **extra_args)
+        updates, inner_state = inner.update(
+            updates, state.inner_state, params, masks=masks, **extra_args
+        )
         new_state = MaskedPruningState(optax.safe_increment(state.count), masks, inner_state)
         return masked_updates(updates, params, masks), new_state
 

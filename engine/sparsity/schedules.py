@@ -43,7 +43,9 @@ class GradualSchedule:
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
         if not 0 <= self.start_step < self.end_step:
-            raise ValueError(f"need 0 <= start_step < end_step, got {self.start_step}, {self.end_step}")
+            raise ValueError(
+                f"need 0 <= start_step < end_step, got {self.start_step} and {self.end_step}"
+            )
 
     def _last_update(self, step: Step) -> Array:
         step = jnp.asarray(step, jnp.int32)
