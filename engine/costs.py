@@ -34,3 +34,32 @@ def c_mul_dense(sparsity: float) -> float:
 def flops_per_param_example(encoder_decoder: bool) -> float:
     """The k in C = k N D: 6 (forward + backward), halved for encoder-decoder models."""
     return 3.0 if encoder_decoder else 6.0
+
+
+# --- Additions for the analyses (engine/fit/sopt.py): the schedule's cost in one number. ---
+
+
+def pruning_cost_alpha(start: float = 0.25, end: float = 0.75, exponent: float = 3.0) -> float:
+    """alpha such that c_mul(S) = alpha / (1 - S) + (1 - alpha) for a gradual schedule
+    s(t) = S - S (1 - t)^exponent running from fraction `start` to `end` of training.
+
+    During pruning the mean density is 1 - S + S / (exponent + 1); integrating density / (1 - S)
+    over the run gives start / (1 - S) + (end - start) (1 / (exponent + 1) / (1 - S)
+    + exponent / (exponent + 1)) + (1 - end), i.e. the form above with
+        alpha = start + (end - start) / (exponent + 1).
+    Eq. 4 (cubic, 25% to 75%) has alpha = 0.375; dense costs (c_mul = 1 / (1 - S)) are alpha = 1;
+    a one-shot prune at fraction f is alpha = f.
+    """
+    if not 0.0 <= start <= end <= 1.0:
+        raise ValueError(f"need 0 <= start <= end <= 1, got start={start}, end={end}")
+    if exponent <= 0.0:
+        raise ValueError(f"schedule exponent must be positive, got {exponent}")
+    return start + (end - start) / (exponent + 1.0)
+
+
+def c_mul_from_alpha(sparsity, alpha: float):  # noqa: ANN001, ANN201 - numpy or jax arrays alike
+    """c_mul(S) = alpha / (1 - S) + (1 - alpha); works on floats, numpy and jax arrays."""
+    return alpha / (1.0 - sparsity) + (1.0 - alpha)
+
+
+DENSE_COST_ALPHA = 1.0  # c_mul = 1 / (1 - S): the cost of training the dense base model

@@ -1,0 +1,27 @@
+"""Sparsity gains (paper sec. 3.3.1, eq. 7; Table 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.fit.law import LawCoefficients
+
+TABLE_2_SPARSITIES: tuple[float, ...] = (0.5, 0.75, 0.875)
+
+
+def gain(coefficients: LawCoefficients, sparsity: float | np.ndarray) -> np.ndarray:
+    """Dense size multiplier matching a sparse model with the same data (eq. 7):
+    gain(S) = ((a_S (1 - S)^b_S + c_S) / (a_S + c_S))^(-1 / b_N).
+    """
+    density = 1.0 - np.asarray(sparsity, np.float64)
+    ratio = (coefficients.a_S * density**coefficients.b_S + coefficients.c_S) / (
+        coefficients.a_S + coefficients.c_S
+    )
+    return ratio ** (-1.0 / coefficients.b_N)
+
+
+def gains_from_samples(samples: np.ndarray, sparsity: float) -> np.ndarray:
+    """eq. 7 for many coefficient vectors at once: samples (..., 7) in Table 7 order."""
+    a_s, b_s, c_s, b_n = samples[..., 0], samples[..., 1], samples[..., 2], samples[..., 3]
+    ratio = (a_s * (1.0 - sparsity) ** b_s + c_s) / (a_s + c_s)
+    return ratio ** (-1.0 / b_n)

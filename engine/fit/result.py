@@ -1,0 +1,231 @@
+"""What a fit produces (`FitResult`) and its fit.json form, plus reading coefficients back.
+
+fit.json (DESIGN.md section 3): coefficients in paper units at full precision (repr floats), the
+objective (mean Huber, Table 7's Error), convergence diagnostics, bootstrap intervals (and the
+bootstrap samples themselves, so `engine predict` can give intervals for any query), gains, the
+held-out check and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import UserError
+from engine.fit.law import COEFFICIENT_NAMES, LawCoefficients, Normalisation
+
+FIT_JSON_FORMAT = "engine-fit/1"
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to fit. Defaults: Huber delta 0.01 on L (the paper's ViT setting); the paper's T5
+    setting is huber_delta=1e-3, log_loss=True."""
+
+    huber_delta: float = 0.01
+    log_loss: bool = False
+    starts: int = 25
+    seed: int = 0
+    bootstrap: int = 1000
+    holdout: str = "largest-nonzeros"
+    # Dense coefficients (b_N, a_D, b_D, c) frozen at these values: the n:m refit (sec. 4.1).
+    freeze_dense: LawCoefficients | None = None
+    freeze_dense_source: str | None = None
+
+    def free_coefficients(self) -> tuple[str, ...]:
+        if self.freeze_dense is None:
+            return COEFFICIENT_NAMES
+        return ("a_S", "b_S", "c_S")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["freeze_dense"] = None if self.freeze_dense is None else self.freeze_dense.as_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    objective: float  # mean Huber
+    gradient_norm: float
+    steps: int
+    agrees_with_best: bool
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    verdict: str  # "converged" or "not converged: <reason>"
+    best_gradient_norm: float  # of sum(Huber)/delta^2 w.r.t. log-coefficients, at the best point
+    agreeing_starts: int
+    total_starts: int
+    distinct_minima: list[float]  # objective values of the distinct end points, best first
+    hessian_eigenvalues: list[float]  # of the scaled objective in log-coefficients, ascending
+    flattest_direction: dict[str, float]  # eigenvector of the smallest eigenvalue, by coefficient
+    starts: list[StartRecord] = field(default_factory=list)
+    bootstrap_unconverged: int = 0
+
+    @property
+    def converged(self) -> bool:
+        return self.verdict == "converged"
+
+
+@dataclass(frozen=True)
+class HoldoutCheck:
+    expression: str
+    rows: list[int]  # indices into the table
+    coefficients: LawCoefficients  # fitted without the held-out rows
+    objective: float
+    predicted: list[float]
+    measured: list[float]
+
+    @property
+    def relative_errors(self) -> np.ndarray:
+        return np.asarray(self.predicted) / np.asarray(self.measured) - 1.0
+
+    @property
+    def mean_absolute_relative_error(self) -> float:
+        return float(np.mean(np.abs(self.relative_errors)))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    coefficients: LawCoefficients
+    objective: float  # mean Huber at the best point: Table 7's "Error"
+    settings: FitSettings
+    normalisation: Normalisation
+    diagnostics: Diagnostics
+    rows_used: int
+    fit_mask: list[bool]  # rows of the table used by the fit (from-scratch runs)
+    gains: dict[float, float]
+    provenance: dict[str, Any]
+    bootstrap_samples: np.ndarray | None = None  # (B, 7) paper units
+    bootstrap_seconds: float | None = None
+    holdout: HoldoutCheck | None = None
+
+    def intervals(self) -> dict[str, tuple[float, float]] | None:
+        if self.bootstrap_samples is None:
+            return None
+        low, high = np.nanpercentile(self.bootstrap_samples, (2.5, 97.5), axis=0)
+        return {name: (float(low[i]), float(high[i])) for i, name in enumerate(COEFFICIENT_NAMES)}
+
+    def gain_intervals(self) -> dict[float, tuple[float, float]] | None:
+        from engine.fit.gains import gains_from_samples
+
+        if self.bootstrap_samples is None:
+            return None
+        return {
+            s: tuple(float(v) for v in np.nanpercentile(gains_from_samples(self.bootstrap_samples, s), (2.5, 97.5)))
+            for s in self.gains
+        }
+
+    def poorly_determined(self) -> dict[str, str]:
+        """Coefficients the data cannot pin down, with the reason (empty when all are fine)."""
+        reasons: dict[str, str] = {}
+        intervals = self.intervals()
+        if intervals is not None:
+            for name, (low, high) in intervals.items():
+                if name not in self.settings.free_coefficients():
+                    continue
+                if not (low > 0 and np.isfinite(high)) or high / low > 10.0:
+                    reasons[name] = f"95% bootstrap interval [{low:.3g}, {high:.3g}] spans more than 10x"
+        eigenvalues = self.diagnostics.hessian_eigenvalues
+        if eigenvalues and eigenvalues[-1] > 0 and eigenvalues[0] / eigenvalues[-1] < 1e-9:
+            for name, weight in self.diagnostics.flattest_direction.items():
+                if abs(weight) > 0.3 and name not in reasons:
+                    reasons[name] = "lies along a flat direction of the objective (Hessian eigenvalue ratio < 1e-9)"
+        return reasons
+
+    def to_json(self) -> dict[str, Any]:
+        intervals = self.intervals()
+        gain_intervals = self.gain_intervals()
+        return {
+            "format": FIT_JSON_FORMAT,
+            "coefficients": self.coefficients.as_dict(),
+            "objective_mean_huber": self.objective,
+            "free_coefficients": list(self.settings.free_coefficients()),
+            "poorly_determined": self.poorly_determined(),
+            "settings": self.settings.to_json(),
+            "normalisation": asdict(self.normalisation),
+            "rows_used": self.rows_used,
+            "fit_mask": self.fit_mask,
+            "diagnostics": asdict(self.diagnostics),
+            "gains": {str(s): g for s, g in self.gains.items()},
+            "gain_intervals": None if gain_intervals is None else {str(s): list(v) for s, v in gain_intervals.items()},
+            "bootstrap": None if self.bootstrap_samples is None else {
+                "resamples": int(self.bootstrap_samples.shape[0]),
+                "seconds": self.bootstrap_seconds,
+                "intervals_95": {k: list(v) for k, v in (intervals or {}).items()},
+                "samples": self.bootstrap_samples.tolist(),
+            },
+            "holdout": None if self.holdout is None else {
+                "expression": self.holdout.expression,
+                "rows": self.holdout.rows,
+                "coefficients": self.holdout.coefficients.as_dict(),
+                "objective_mean_huber": self.holdout.objective,
+                "predicted": self.holdout.predicted,
+                "measured": self.holdout.measured,
+                "mean_absolute_relative_error": self.holdout.mean_absolute_relative_error,
+            },
+            "provenance": self.provenance,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=True) + "\n")
+
+
+@dataclass(frozen=True)
+class LoadedCoefficients:
+    """Coefficients read by `engine predict`: from a fit.json (maybe with bootstrap samples) or a
+    small JSON/YAML file with the seven Table 7 names in paper units."""
+
+    coefficients: LawCoefficients
+    samples: np.ndarray | None
+    source: str
+    fit_json: dict[str, Any] | None
+
+
+def load_coefficients(path: Path) -> LoadedCoefficients:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})") from error
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from ruamel.yaml import YAML, YAMLError
+
+        try:
+            document = YAML(typ="safe", pure=True).load(text)
+        except YAMLError as error:
+            raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    else:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from error
+    if not isinstance(document, dict):
+        raise UserError(f"{path}: expected a mapping with the coefficients {', '.join(COEFFICIENT_NAMES)}")
+    mapping = document.get("coefficients", document)
+    if not isinstance(mapping, dict):
+        raise UserError(f"{path}: 'coefficients' must be a mapping")
+    missing = [name for name in COEFFICIENT_NAMES if name not in mapping]
+    if missing:
+        raise UserError(f"{path}: missing coefficient(s) {', '.join(missing)} (need {', '.join(COEFFICIENT_NAMES)}, paper units)")
+    values = {}
+    for name in COEFFICIENT_NAMES:
+        try:
+            values[name] = float(mapping[name])
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: coefficient {name} is not a number: {mapping[name]!r}") from None
+        if not values[name] > 0 or not np.isfinite(values[name]):
+            raise UserError(f"{path}: coefficient {name} must be positive and finite, got {mapping[name]!r}")
+    samples = None
+    bootstrap = document.get("bootstrap") if "coefficients" in document else None
+    if isinstance(bootstrap, dict) and bootstrap.get("samples"):
+        samples = np.asarray(bootstrap["samples"], np.float64)
+    return LoadedCoefficients(
+        coefficients=LawCoefficients(**values), samples=samples, source=str(path),
+        fit_json=document if "coefficients" in document else None,
+    )
