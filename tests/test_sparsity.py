@@ -237,7 +237,8 @@ def test_realised_sparsity_matches_sizing_on_a_model() -> None:
     )
     # Random values in the model's exact tree (eval_shape: no model compile needed).
     abstract = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
-    params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), abstract)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), abstract)
     sparsified = sp.sparsified_tree(params, dims)
     target = 0.3
     schedule = sp.GradualSchedule(target, 0, 3, 1)
@@ -286,3 +287,14 @@ def test_bisection_mask_beats_sort_on_a_large_kernel() -> None:
 
     assert int(bisection(weights).sum()) == keep
     assert best_of(bisection) < best_of(by_sort) / 3
+
+
+def test_dense_schedule_keeps_everything() -> None:
+    params, sparsified = _toy_problem()
+    tx = sp.masked_pruning(optim.adamw(0.01), sparsified, sp.DenseSchedule(), sp.Unstructured())
+    state = tx.init(params)
+    step = _step_fn(tx, [])
+    for i in range(3):
+        params, state = step(params, state, jax.random.key(i))
+    assert np.asarray(state.masks["dense"]["kernel"]).all()
+    assert np.count_nonzero(params["dense"]["kernel"]) == 16 * 12

@@ -3,7 +3,9 @@
 RMSNorm (scale only), no biases anywhere, gated-GELU MLP, bucketed relative position bias (one
 table per stack shared by its layers: bidirectional in the encoder, causal in the decoder), one
 token embedding shared by encoder and decoder inputs, untied LM head. No dropout: runs are
-deterministic functions of (params, batch).
+deterministic functions of (params, batch). One deviation, shared with the other families:
+attention logits are scaled by 1/sqrt(head_dim) (T5 instead folds that factor into the query
+initialisation); the parameter tree is the same either way.
 """
 
 from __future__ import annotations

@@ -129,9 +129,7 @@ def check_pattern(params: PyTree, sparsified: PyTree, pattern: Pattern) -> None:
 
 def dense_masks(params: PyTree, sparsified: PyTree) -> PyTree:
     """All-ones masks: a bool array per sparsified tensor, scalar True elsewhere."""
-    return jax.tree.map(
-        lambda p, s: jnp.ones(p.shape if s else (), bool), params, sparsified
-    )
+    return jax.tree.map(lambda p, s: jnp.ones(p.shape if s else (), bool), params, sparsified)
 
 
 def masks_by_shape(
@@ -167,7 +165,7 @@ def compute_masks(
     """Masks of the given params at a fixed sparsity (e.g. to prune a restored pretrained model
     in one shot): every sparsified tensor keeps exactly keep_count(size, sparsity) weights."""
     check_pattern(params, sparsified, pattern)
-    if isinstance(pattern, NM) and sparsity > pattern.sparsity:
+    if isinstance(pattern, NM) and sparsity > pattern.sparsity + 1e-9:
         raise ValueError(f"sparsity {sparsity} exceeds what {pattern.n}:{pattern.m} allows")
     return masks_by_shape(params, sparsified, lambda size: keep_count(size, sparsity), pattern)
 

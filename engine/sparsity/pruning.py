@@ -28,10 +28,12 @@ from engine.sparsity.masks import (
     keep_count,
     masks_by_shape,
 )
-from engine.sparsity.schedules import Schedule
+from engine.sparsity.schedules import DenseSchedule, Schedule
 
 Array = jax.Array
 PyTree = Any
+
+_TOLERANCE = 1e-9  # float slack when comparing a target with 1 - n/m (e.g. 2/3 for 1:3)
 
 
 class MaskedPruningState(NamedTuple):
@@ -63,6 +65,7 @@ def scheduled_masks(
 
 def masked_updates(updates: PyTree, params: PyTree, masks: PyTree) -> PyTree:
     """Updates such that params + updates is zero wherever the mask is False."""
+
     def masked(update: Array, param: Array, mask: Array) -> Array:
         return update if mask.ndim == 0 else jnp.where(mask, update, -param)
 
@@ -77,7 +80,7 @@ def masked_pruning(
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap `inner` with magnitude pruning of the tensors marked True in `sparsified` (a pytree
     of Python bools shaped like the params), following `schedule` with `pattern`."""
-    if isinstance(pattern, NM) and schedule.target > pattern.sparsity + 1e-12:
+    if isinstance(pattern, NM) and schedule.target > pattern.sparsity + _TOLERANCE:
         raise ValueError(
             f"target sparsity {schedule.target} exceeds the {pattern.n}:{pattern.m} pattern's "
             f"{pattern.sparsity}: groups cannot keep fewer than n weights"
@@ -97,13 +100,16 @@ def masked_pruning(
     ) -> tuple[PyTree, MaskedPruningState]:
         if params is None:
             raise ValueError("masked_pruning needs params: call update(grads, state, params)")
-        masks = lax.cond(
-            schedule.is_update_step(state.count),
-            lambda p, _: scheduled_masks(p, sparsified, schedule, pattern, state.count),
-            lambda _, old: old,
-            params,
-            state.masks,
-        )
+        if isinstance(schedule, DenseSchedule):
+            masks = state.masks  # never updated: do not even compile the mask computation
+        else:
+            masks = lax.cond(
+                schedule.is_update_step(state.count),
+                lambda p, _: scheduled_masks(p, sparsified, schedule, pattern, state.count),
+                lambda _, old: old,
+                params,
+                state.masks,
+            )
         updates, inner_state = inner.update(
             updates, state.inner_state, params, masks=masks, **extra_args
         )
