@@ -1,0 +1,251 @@
+"""What the report says: a FitResult and its table turned into blocks (blocks.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha
+from engine.fit import paper
+from engine.fit.gains import gain
+from engine.fit.io import ResultsTable
+from engine.fit.law import COEFFICIENT_NAMES, LawCoefficients
+from engine.fit.pretrained import equivalence_table
+from engine.fit.result import FitResult
+from engine.fit.sopt import chinchilla_multiple
+from engine.report import figures
+from engine.report.blocks import Block, Figure, Heading, Paragraph, Table
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or not np.isfinite(value):
+        return "inf" if value is not None and value > 0 else "n/a"
+    return f"{value:.{digits}g}"
+
+
+def is_paper_t5(table: ResultsTable) -> bool:
+    return paper.dataset_fingerprint(table.sparsity, table.nonzeros, table.data, table.loss) == paper.T5_C4_FINGERPRINT
+
+
+def flops_per_param_example(table: ResultsTable) -> float:
+    """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/costs.py)."""
+    family = table.extra.get("family")
+    if is_paper_t5(table) or (family and all(str(f).lower() == "t5" for f in family)):
+        return 3.0
+    return 6.0
+
+
+def coefficient_blocks(fit: FitResult) -> list[Block]:
+    intervals = fit.intervals()
+    unclear = fit.poorly_determined()
+    free = fit.settings.free_coefficients()
+    rows = []
+    for name in COEFFICIENT_NAMES:
+        value = getattr(fit.coefficients, name)
+        interval = "" if intervals is None else f"[{fmt(intervals[name][0], 3)}, {fmt(intervals[name][1], 3)}]"
+        if name not in free:
+            note = f"frozen from {fit.settings.freeze_dense_source or 'another fit'}"
+        elif name in unclear:
+            note = f"**not pinned down by this data**: {unclear[name]}"
+        else:
+            note = ""
+        shown = f"({fmt(value, 3)})" if name in unclear else fmt(value, 4)
+        rows.append([name, shown, interval, note])
+    blocks: list[Block] = [
+        Heading("Coefficients (Table 7 form, paper units: raw N and D)"),
+        Table(["coefficient", "value", "95% bootstrap interval", "note"], rows),
+        Paragraph(
+            f"Objective (mean Huber, delta {fit.settings.huber_delta:g} on "
+            f"{'log L' if fit.settings.log_loss else 'L'}; Table 7's Error): **{fit.objective:.6g}** over "
+            f"{fit.rows_used} runs. Full-precision values are in `fit.json`. Values in parentheses are "
+            "the best fit's, but the data leave them undetermined: read their interval, not the number."
+        ),
+    ]
+    return blocks
+
+
+def gain_blocks(fit: FitResult, is_t5: bool) -> list[Block]:
+    gain_intervals = fit.gain_intervals()
+    header = ["", *[f"S = {s:g}" for s in fit.gains]]
+    ours = ["this fit", *[fmt(g, 3) + "x" for g in fit.gains.values()]]
+    rows = [ours]
+    if gain_intervals:
+        rows.append(["95% interval", *[f"[{fmt(a, 3)}, {fmt(b, 3)}]" for a, b in gain_intervals.values()]])
+    if is_t5:
+        rows.append(["paper, Table 2 (T5/C4)", *[f"{g:.2f}x" for g in paper.TABLE_2["t5_c4"]]])
+    return [
+        Heading("Sparsity gains (Table 2 form, eq. 7)"),
+        Paragraph("Dense size multiplier that matches a sparse model with N non-zeros trained on the same data."),
+        Table(header, rows),
+    ]
+
+
+def diagnostics_blocks(fit: FitResult) -> list[Block]:
+    d = fit.diagnostics
+    eig = d.hessian_eigenvalues
+    flattest = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(d.flattest_direction.items(), key=lambda kv: -abs(kv[1])) if abs(v) > 0.1)
+    text = (
+        f"Verdict: **{d.verdict}**. {d.agreeing_starts} of {d.total_starts} random starts reached the best point "
+        f"(objective within 1e-9 relative, every coefficient within 1e-4 relative). Gradient norm at the best "
+        f"point: {d.best_gradient_norm:.2e} (of sum(Huber)/delta^2 with respect to the log-coefficients, whose "
+        f"value there is {fit.objective * fit.rows_used / fit.settings.huber_delta**2:.4g}). "
+        f"Distinct end points (mean Huber): {', '.join(f'{v:.6g}' for v in d.distinct_minima)}."
+    )
+    blocks: list[Block] = [Heading("Convergence diagnostics"), Paragraph(text)]
+    if eig:
+        blocks.append(Paragraph(
+            f"Hessian eigenvalues at the best point (log-coefficients): {', '.join(f'{v:.3g}' for v in eig)}; "
+            f"condition number {eig[-1] / max(eig[0], 1e-300):.3g}. Flattest direction: {flattest}."
+        ))
+    if fit.bootstrap_samples is not None:
+        blocks.append(Paragraph(
+            f"Bootstrap: {fit.bootstrap_samples.shape[0]} resamples of the runs, warm-started from the best fit, "
+            f"{fmt(fit.bootstrap_seconds or 0, 3)} s. {d.bootstrap_unconverged} resamples stopped before their "
+            "gradient was below 1e-4 (they were still moving along the flat direction above); they are kept "
+            "at the point reached, so intervals along that direction are, if anything, too narrow."
+        ))
+    blocks.append(Figure("convergence.png", "End objective of every start; bootstrap distribution of the gains.", figures.convergence(fit)))
+    return blocks
+
+
+def holdout_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
+    if fit.holdout is None:
+        return [Heading("Held-out check"), Paragraph("No held-out check (none requested, or too few runs left to fit without them).")]
+    h = fit.holdout
+    rows = [
+        [fmt(table.sparsity[r], 3), fmt(table.nonzeros[r], 4), fmt(table.data[r], 4), fmt(m, 5), fmt(p, 5), f"{100 * (p / m - 1):+.2f}%"]
+        for r, m, p in zip(h.rows, h.measured, h.predicted, strict=True)
+    ]
+    return [
+        Heading("Held-out check"),
+        Paragraph(
+            f"The law refitted without the runs selected by `{h.expression}` ({len(h.rows)} runs) predicts them "
+            f"with a mean absolute error of **{100 * h.mean_absolute_relative_error:.2f}%**."
+        ),
+        Table(["S", "N", "D", "measured", "predicted", "error"], rows),
+    ]
+
+
+def sopt_blocks(law: LawCoefficients, table: ResultsTable, k: float, is_t5: bool) -> list[Block]:
+    sparse_alpha = pruning_cost_alpha()
+    rows = []
+    for s in (0.5, 0.75, 0.875):
+        rows.append([f"{s:g}", f"{chinchilla_multiple(law, s, sparse_alpha):.3g}x", f"{chinchilla_multiple(law, s, DENSE_COST_ALPHA):.3g}x"])
+    blocks: list[Block] = [
+        Heading("Optimal sparsity (sec. 3.3, Figure 4)"),
+        Paragraph(
+            "How much longer than Chinchilla one must train before sparsity S is optimal. Definition: at fixed "
+            "non-zeros N, the compute C at which S_opt(N, C) = S, expressed as the data a dense N-parameter model "
+            "would see with it, C / (k N), divided by the Chinchilla-optimal data D_chin(N) of the dense law (S = 0). "
+            "It does not depend on N (the contours are parallel to the Chinchilla line) nor on k. Sparse costs use "
+            "eq. 4 (cubic schedule from 25% to 75% of training); dense costs are those of the dense base model."
+        ),
+        Table(["sparsity", "sparse costs", "dense costs"], rows),
+    ]
+    if is_t5:
+        blocks.append(Paragraph(
+            "Paper (sec. 3.3), T5: 50% is optimal at < 3x (sparse costs) and about 70x (dense costs) the Chinchilla "
+            f"length; with Table 7's coefficients this code gives {chinchilla_multiple(paper.T5_C4, 0.5, sparse_alpha):.3g}x "
+            f"and {chinchilla_multiple(paper.T5_C4, 0.5, DENSE_COST_ALPHA):.3g}x."
+        ))
+    blocks.append(Figure(
+        "sopt_contours.png",
+        f"Optimal sparsity over (N, C), C = {k:g} N D c_mul(S), for dense and sparse costs; dashed: the Chinchilla line.",
+        figures.optimal_sparsity_contours(law, table, k),
+    ))
+    return blocks
+
+
+def pretrained_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
+    pretrained = ~table.from_scratch_mask()
+    pretrain_data = table.numeric_column("pretrain_data")
+    if not pretrained.any():
+        return []
+    if pretrain_data is None:
+        return [Heading("Pruned pretrained models (Table 4)"),
+                Paragraph("The table has pretrained runs but no numeric `pretrain_data` column, so Table 4 cannot be computed.")]
+    rows_idx = np.flatnonzero(pretrained)
+    equivalences = equivalence_table(
+        fit.coefficients, table.sparsity[rows_idx], table.nonzeros[rows_idx], table.loss[rows_idx],
+        table.data[rows_idx], pretrain_data[rows_idx],
+    )
+    rows = [[fmt(table.sparsity[r], 3), fmt(table.nonzeros[r], 4), fmt(table.loss[r], 5), fmt(e.scratch_data, 4),
+             f"{fmt(e.excluding_pretraining, 3)}x", f"{fmt(e.including_pretraining, 3)}x"]
+            for r, e in zip(rows_idx, equivalences, strict=True)]
+    return [
+        Heading("Pruned pretrained models (Table 4)"),
+        Paragraph("Data a from-scratch sparse run needs (by the fitted law) to match each pruned-pretrained run's "
+                  "loss, relative to the pruning data (exc.) and to pretraining + pruning data (inc.)."),
+        Table(["S", "N", "measured loss", "scratch D", "exc.", "inc."], rows),
+    ]
+
+
+def paper_comparison_blocks(fit: FitResult, table: ResultsTable, paper_objective: float, paper_gradient: float) -> list[Block]:
+    rows = [[name, fmt(getattr(paper.T5_C4, name), 3), fmt(getattr(fit.coefficients, name), 4)] for name in COEFFICIENT_NAMES]
+    rows.append(["Error (mean Huber)", f"{paper.TABLE_7_ERROR['t5_c4']:.3g} (printed); {paper_objective:.4g} recomputed", f"{fit.objective:.4g}"])
+    ours_vs = ", ".join(f"{gain(paper.T5_C4, s):.3f}" for s in paper.TABLE_2_SPARSITIES)
+    return [
+        Heading("Comparison with the paper (this is the paper's T5/C4 sweep)"),
+        Table(["coefficient", "paper, Table 7", "this fit"], rows),
+        Paragraph(
+            f"Why they differ: both minimise the same objective on the same 48 runs, but the paper's coefficients "
+            f"are not at its minimum. Evaluated here they give a mean Huber of {paper_objective:.4g} with a gradient "
+            f"norm of {paper_gradient:.3g} (this fit: {fit.objective:.4g}, {fit.diagnostics.best_gradient_norm:.2g}). "
+            "The reference notebook minimised the *mean* Huber loss, of order 1e-5, with scipy's BFGS at default "
+            "tolerances (gtol 1e-5 on a gradient that is itself of order 1e-5 or less), so its 25 starts stopped "
+            "early, between about 7.6e-6 and 1.4e-5, wherever they happened to be; the paper reports the best. "
+            f"Minimised to convergence ({fit.diagnostics.agreeing_starts} of {fit.diagnostics.total_starts} starts "
+            "agree), the same objective goes about 35% lower, with different exponents. The data term (a_D, b_D) "
+            "and c are weakly determined by three training lengths (see the intervals), so moving along that "
+            "flat direction changes them a lot while changing the loss predictions little; the gains, which "
+            "depend on a_S, b_S, c_S and b_N, move less."
+        ),
+        Paragraph(f"Table 2 gains recomputed from Table 7's T5 coefficients: {ours_vs} (paper: 1.59, 2.16, 2.63)."),
+    ]
+
+
+def report_blocks(fit: FitResult, table: ResultsTable, paper_objective: tuple[float, float] | None = None) -> list[Block]:
+    t5 = is_paper_t5(table)
+    k = flops_per_param_example(table)
+    fit_table = table.select(np.asarray(fit.fit_mask))
+    blocks: list[Block] = [
+        Heading("Sparse scaling-law fit", 1),
+        Paragraph(
+            f"Data: `{table.source}` (sha256 {table.sha256[:16]}...), {len(table)} rows, {fit.rows_used} from-scratch "
+            f"runs fitted. Law (eq. 3): L(S, N, D) = (a_S (1-S)^b_S + c_S) N^-b_N + (a_D / D)^b_D + c. Settings: "
+            f"Huber delta {fit.settings.huber_delta:g} on {'log L' if fit.settings.log_loss else 'L'}, "
+            f"{fit.settings.starts} starts, seed {fit.settings.seed}, bootstrap {fit.settings.bootstrap}, "
+            f"held out: {fit.settings.holdout}. Engine {fit.provenance.get('engine_version')}."
+        ),
+    ]
+    if fit.settings.freeze_dense is not None:
+        blocks.append(Paragraph(
+            f"n:m-style refit (sec. 4.1): only a_S, b_S, c_S were fitted; b_N, a_D, b_D, c are frozen from "
+            f"{fit.settings.freeze_dense_source}."
+        ))
+    blocks += coefficient_blocks(fit)
+    blocks += gain_blocks(fit, t5)
+    blocks += diagnostics_blocks(fit)
+    if t5 and paper_objective is not None:
+        blocks += paper_comparison_blocks(fit, table, *paper_objective)
+    blocks += [
+        Heading("Fit quality"),
+        Figure("predicted_vs_measured.png", "Predicted vs measured loss (Figure 1, left); held-out runs circled, predicted by the fit without them.",
+               figures.predicted_vs_measured(fit_table, _reindexed(fit, table))),
+        Figure("residuals.png", "Relative residuals of the full fit.", figures.residuals(fit_table, fit)),
+        Figure("loss_vs_nonzeros.png", "Loss minus c against non-zeros per training length (Figure 2).", figures.loss_minus_c_vs_nonzeros(fit_table, fit)),
+        Figure("loss_vs_data.png", "Loss against data per sparsity with the law's curves (Figure 3).", figures.loss_vs_data(fit_table, fit)),
+    ]
+    blocks += holdout_blocks(fit, table)
+    blocks += sopt_blocks(fit.coefficients, fit_table, k, t5)
+    blocks += pretrained_blocks(fit, table)
+    return blocks
+
+
+def _reindexed(fit: FitResult, table: ResultsTable) -> FitResult:
+    """The fit with held-out row indices mapped into the from-scratch sub-table the figures use."""
+    from dataclasses import replace
+
+    if fit.holdout is None:
+        return fit
+    position = np.cumsum(np.asarray(fit.fit_mask)) - 1
+    return replace(fit, holdout=replace(fit.holdout, rows=[int(position[r]) for r in fit.holdout.rows]))
