@@ -35,6 +35,7 @@ class FitSettings:
     # Dense coefficients (b_N, a_D, b_D, c) frozen at these values: the n:m refit (sec. 4.1).
     freeze_dense: LawCoefficients | None = None
     freeze_dense_source: str | None = None
+    columns: dict[str, str] | None = None  # canonical name -> the table's column name
 
     def free_coefficients(self) -> tuple[str, ...]:
         if self.freeze_dense is None:
@@ -228,4 +229,36 @@ def load_coefficients(path: Path) -> LoadedCoefficients:
     return LoadedCoefficients(
         coefficients=LawCoefficients(**values), samples=samples, source=str(path),
         fit_json=document if "coefficients" in document else None,
+    )
+
+
+def fit_result_from_json(document: dict[str, Any]) -> FitResult:
+    """Rebuild a FitResult from fit.json (for `engine report` on an existing fit)."""
+    if document.get("format") != FIT_JSON_FORMAT:
+        raise UserError(f"not a fit.json of this engine (format {document.get('format')!r})")
+    raw_settings = dict(document["settings"])
+    frozen = raw_settings.pop("freeze_dense", None)
+    settings = FitSettings(**raw_settings, freeze_dense=None if frozen is None else LawCoefficients.from_mapping(frozen))
+    raw_diagnostics = dict(document["diagnostics"])
+    raw_diagnostics["starts"] = [StartRecord(**record) for record in raw_diagnostics.get("starts", [])]
+    holdout = document.get("holdout")
+    bootstrap = document.get("bootstrap")
+    return FitResult(
+        coefficients=LawCoefficients.from_mapping(document["coefficients"]),
+        objective=float(document["objective_mean_huber"]),
+        settings=settings,
+        normalisation=Normalisation(**document["normalisation"]),
+        diagnostics=Diagnostics(**raw_diagnostics),
+        rows_used=int(document["rows_used"]),
+        fit_mask=[bool(v) for v in document["fit_mask"]],
+        gains={float(k): float(v) for k, v in document["gains"].items()},
+        provenance=document.get("provenance", {}),
+        bootstrap_samples=None if not bootstrap else np.asarray(bootstrap["samples"], np.float64),
+        bootstrap_seconds=None if not bootstrap else bootstrap.get("seconds"),
+        holdout=None if not holdout else HoldoutCheck(
+            expression=holdout["expression"], rows=[int(r) for r in holdout["rows"]],
+            coefficients=LawCoefficients.from_mapping(holdout["coefficients"]),
+            objective=float(holdout["objective_mean_huber"]),
+            predicted=[float(v) for v in holdout["predicted"]], measured=[float(v) for v in holdout["measured"]],
+        ),
     )

@@ -1,0 +1,81 @@
+"""`engine fit RESULTS`: fit the sparse scaling law to a results table and write fit.json + report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.fit.fitting import fit_law
+from engine.fit.io import parse_column_map, read_results
+from engine.fit.law import COEFFICIENT_NAMES
+from engine.fit.result import FitResult, FitSettings, load_coefficients
+from engine.fit.selection import DEFAULT_HOLDOUT
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit", help="fit L(S, N, D) to a results table (CSV or JSONL)",
+        description="Fit the sparse scaling law (eq. 3) to a results table with canonical columns "
+                    "sparsity, nonzeros, data, loss; writes DIR/fit.json and the report.",
+    )
+    parser.add_argument("results", type=Path, help="results table (.csv or .jsonl)")
+    parser.add_argument("--columns", default=None, help="map canonical names to yours: loss=val-loss,data=tokens")
+    parser.add_argument("--huber-delta", type=float, default=FitSettings.huber_delta, help="Huber delta (default 0.01; the paper's T5 fit: 1e-3 with --log-loss)")
+    parser.add_argument("--log-loss", action="store_true", help="Huber loss on log L instead of L")
+    parser.add_argument("--starts", type=int, default=FitSettings.starts, help="random starts (default 25)")
+    parser.add_argument("--seed", type=int, default=FitSettings.seed)
+    parser.add_argument("--bootstrap", type=int, default=FitSettings.bootstrap, help="bootstrap resamples (default 1000; 0: none)")
+    parser.add_argument("--holdout", default=DEFAULT_HOLDOUT, help="runs to hold out for the check: largest-nonzeros (default), none, or COLUMN OP NUMBER[,...]")
+    parser.add_argument("--freeze-dense", type=Path, default=None, metavar="FIT.json", help="fit only a_S, b_S, c_S; take b_N, a_D, b_D, c from this fit (n:m refit)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: fit/ next to RESULTS)")
+    parser.add_argument("--no-report", action="store_true", help="write fit.json only")
+    parser.set_defaults(handler=run)
+
+
+def summary_lines(result: FitResult) -> list[str]:
+    intervals = result.intervals()
+    unclear = result.poorly_determined()
+    lines = [f"{'coefficient':<12} {'value':>16} {'95% interval':>28}"]
+    for name in COEFFICIENT_NAMES:
+        value = getattr(result.coefficients, name)
+        interval = "" if intervals is None else f"[{intervals[name][0]:.4g}, {intervals[name][1]:.4g}]"
+        flag = "  not pinned down" if name in unclear else ""
+        if name not in result.settings.free_coefficients():
+            flag = "  frozen"
+        lines.append(f"{name:<12} {value:>16.6g} {interval:>28}{flag}")
+    d = result.diagnostics
+    lines.append(f"objective (mean Huber): {result.objective:.6g}   rows: {result.rows_used}")
+    lines.append(f"convergence: {d.verdict}; {d.agreeing_starts}/{d.total_starts} starts agree; gradient norm {d.best_gradient_norm:.2e}")
+    lines.append("gains: " + ", ".join(f"S={s:g}: {g:.3f}x" for s, g in result.gains.items()))
+    if result.holdout is not None:
+        lines.append(f"held out ({result.holdout.expression}, {len(result.holdout.rows)} runs): mean |error| {100 * result.holdout.mean_absolute_relative_error:.2f}%")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    columns = parse_column_map(args.columns)
+    table = read_results(args.results, columns)
+    frozen = None
+    if args.freeze_dense is not None:
+        frozen = load_coefficients(args.freeze_dense).coefficients
+    settings = FitSettings(
+        huber_delta=args.huber_delta, log_loss=args.log_loss, starts=args.starts, seed=args.seed,
+        bootstrap=args.bootstrap, holdout=args.holdout, freeze_dense=frozen,
+        freeze_dense_source=None if args.freeze_dense is None else str(args.freeze_dense),
+        columns=columns or None,
+    )
+    result = fit_law(table, settings)
+    out_dir = args.out if args.out is not None else args.results.parent / "fit"
+    try:
+        if args.no_report:
+            result.write(out_dir / "fit.json")
+        else:
+            from engine.report import write_report
+
+            write_report(out_dir, result, table)
+    except OSError as error:
+        raise UserError(f"{out_dir}: cannot write ({error.strerror or error})") from error
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {out_dir / 'fit.json'}" + ("" if args.no_report else f" and {out_dir / 'index.html'}"))
+    return 0 if result.diagnostics.converged else 3
