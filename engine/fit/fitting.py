@@ -71,13 +71,15 @@ def _diagnose(
 ) -> tuple[int, Diagnostics]:
     objectives = np.where(np.isfinite(solution.mean_huber), solution.mean_huber, np.inf)
     best = int(np.argmin(objectives))
-    close_objective = np.abs(objectives - objectives[best]) <= AGREEMENT_OBJECTIVE * objectives[best] + 1e-300
+    # Relative agreement, with an absolute floor at rounding level (a perfect fit has objective ~0).
+    floor = 1e-14 * settings.huber_delta**2
+    close_objective = np.abs(objectives - objectives[best]) <= AGREEMENT_OBJECTIVE * objectives[best] + floor
     close_theta = np.max(np.abs(solution.theta - solution.theta[best]) * free, axis=1) <= AGREEMENT_THETA
     agrees = close_objective & close_theta
     # Distinct end points: objective values more than 1e-6 relative apart.
     distinct: list[float] = []
     for value in np.sort(objectives[np.isfinite(objectives)]):
-        if not distinct or value > distinct[-1] * (1 + 1e-6):
+        if not distinct or value > distinct[-1] * (1 + 1e-6) + floor:
             distinct.append(float(value))
 
     theta_best = jnp.asarray(solution.theta[best])
