@@ -1,0 +1,196 @@
+"""One run's training: a pure jitted step inside one readable loop, with Orbax checkpoints.
+
+The loop knows nothing of specs: engine/build.py turns a planned run into a `RunSetup` (model
+shape, loss, optimizer with its pruning wrapper, data source, budget), and this module trains it.
+Determinism: the batch at step k depends only on the data seed and k, parameters only on the run
+seed, so a run resumed from its checkpoint at step k continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from engine.checkpoint import CheckpointStore, abstract_like
+from engine.data import DataSource
+from engine.models import Batch, Params, init_params
+from engine.results import write_status
+from engine.sizing import ModelDims
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: steps taken
+    params: Params
+    opt_state: optax.OptState
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything the loop needs, already built."""
+
+    dims: ModelDims
+    loss_fn: Callable[[Params, Batch], jax.Array]
+    metrics_fn: Callable[[Params, Batch], dict[str, jax.Array]]
+    optimizer: optax.GradientTransformation
+    data: DataSource
+    steps: int
+    seed: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_every: int = 10
+
+
+class RunDiverged(Exception):
+    """The loss became NaN or infinite; the run is recorded as failed at `step`."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"loss is {loss} at step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    final_eval_loss: float
+    steps: int
+    wall_s: float
+    resumed_from: int | None
+
+
+# The pure step, tested without jit (nanodo style) and jitted once per run.
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    loss_fn: Callable[[Params, Batch], jax.Array],
+    optimizer: optax.GradientTransformation,
+) -> tuple[TrainState, jax.Array]:
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), loss
+
+
+def initial_state(setup: RunSetup) -> TrainState:
+    params = init_params(setup.dims, jax.random.key(setup.seed))
+    return TrainState(jnp.zeros([], jnp.int32), params, setup.optimizer.init(params))
+
+
+def evaluate(
+    eval_step: Callable[[Params, Batch], dict[str, jax.Array]], params: Params, batches: list[Batch]
+) -> float:
+    """Weighted mean loss over the fixed validation set (the same definition as training)."""
+    loss_sum, weight = 0.0, 0.0
+    for batch in batches:
+        metrics = eval_step(params, batch)
+        loss_sum += float(jnp.sum(metrics["loss_sum"]))
+        weight += float(jnp.sum(metrics["weight"]))
+    return loss_sum / weight
+
+
+class MetricsLog:
+    """<run>/metrics.jsonl. On resume, lines past the restored step are dropped (they belong to
+    the interrupted attempt and will be written again)."""
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        self.path = path
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _line_step(line) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _line_step(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a torn or foreign line is dropped
+
+
+StepCallback = Callable[[int, float], None]
+
+
+def train_run(
+    setup: RunSetup,
+    run_dir: Path,
+    on_progress: StepCallback | None = None,
+) -> RunOutcome:
+    """Train (or resume) one run to `setup.steps`; checkpoints under run_dir/checkpoints.
+
+    Returns the final validation loss. Raises RunDiverged on a NaN/inf training loss; the caller
+    records the failure."""
+    started = time.perf_counter()
+    state = initial_state(setup)
+    store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
+    restored = store.restore_latest(abstract_like(state))
+    resumed_from = None
+    if restored is not None:
+        state, resumed_from = restored.state, restored.step
+    start = int(state.step)
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+    step_fn = jax.jit(
+        lambda s, b: train_step(s, b, setup.loss_fn, setup.optimizer), donate_argnums=0
+    )
+    eval_step = jax.jit(setup.metrics_fn)
+    eval_batches = setup.data.eval_batches()
+
+    def checkpoint(step: int) -> None:
+        # A copy: the async save reads these buffers while the next step donates the originals.
+        store.save(step, jax.tree.map(jnp.copy, state), {"step": step})
+        write_status(run_dir, "running", step)
+
+    try:
+        pending: list[tuple[int, jax.Array]] = []  # losses not yet read back, to keep dispatch async
+        window_start, window_steps = time.perf_counter(), 0
+        for step in range(start, setup.steps):
+            state, loss = step_fn(state, setup.data.batch(step))
+            pending.append((step + 1, loss))
+            window_steps += 1
+            done = step + 1
+            if done % setup.log_every == 0 or done == setup.steps:
+                losses = [(k, float(value)) for k, value in pending]
+                pending.clear()
+                for k, value in losses:
+                    if not math.isfinite(value):
+                        raise RunDiverged(k, value)
+                elapsed = time.perf_counter() - window_start
+                record = {"step": done, "train_loss": losses[-1][1],
+                          "steps_per_s": window_steps / max(elapsed, 1e-9)}
+                window_start, window_steps = time.perf_counter(), 0
+                if done % setup.eval_every == 0 or done == setup.steps:
+                    record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
+                log.write(record)
+                if on_progress is not None:
+                    on_progress(done, losses[-1][1])
+            if done % setup.checkpoint_every == 0 and done != setup.steps:
+                checkpoint(done)
+        final_loss = evaluate(eval_step, state.params, eval_batches)
+        if start < setup.steps or not store.steps():
+            store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
+        store.wait()
+    finally:
+        store.close()
+    if not math.isfinite(final_loss):
+        raise RunDiverged(setup.steps, final_loss)
+    return RunOutcome(final_loss, setup.steps, time.perf_counter() - started, resumed_from)
+
+
+def final_params(run_dir: Path, setup: RunSetup) -> tuple[int, Params]:
+    """The parameters of the newest verified checkpoint (for inspection and tests)."""
+    with CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints) as store:
+        restored = store.restore_latest(abstract_like(initial_state(setup)))
+    if restored is None:
+        raise FileNotFoundError(f"no usable checkpoint under {run_dir / 'checkpoints'}")
+    return restored.step, jax.tree.map(np.asarray, restored.state.params)

@@ -1,0 +1,98 @@
+"""The training loop: smoke runs per family, exact resume, one trace, divergence."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from engine import models
+from engine.data import build_source
+from engine.optim import adafactor, constant_lr
+from engine.sizing import ModelDims, is_sparsified
+from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
+from engine.train import RunDiverged, RunSetup, final_params, train_run
+
+TINY = {
+    "vit": ModelDims("vit", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1,
+                     image_size=8, patch_size=4, channels=3, num_classes=8),
+    "t5": ModelDims("t5", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1, decoder_layers=1,
+                    vocab_size=96, seq_len=16, target_len=8, relative_buckets=8),
+    "decoder": ModelDims("decoder", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1,
+                         vocab_size=96, seq_len=16),
+}
+SOURCE = {"vit": "synthetic_images", "t5": "synthetic_tokens", "decoder": "synthetic_tokens"}
+
+
+def _setup(family: str, steps: int, tmp_path: Path, loss_fn=None, target: float = 0.5) -> RunSetup:
+    dims = TINY[family]
+    params = models.init_params(dims, jax.random.key(0))
+    schedule = GradualSchedule(target=target, start_step=2, end_step=max(steps - 2, 3), update_interval=2)
+    optimizer = masked_pruning(adafactor(constant_lr(0.01)), sparsified_tree(params, dims),
+                               schedule, Unstructured())
+    data = build_source(SOURCE[family], {"eval_examples": 16, "eval_batch_size": 8}, dims,
+                        batch_size=4, seed=3, base_dir=tmp_path, total_steps=steps)
+    return RunSetup(dims=dims, loss_fn=loss_fn or models.loss_fn(dims),
+                    metrics_fn=models.metrics_fn(dims), optimizer=optimizer, data=data,
+                    steps=steps, seed=0, eval_every=4, checkpoint_every=4, keep_checkpoints=2,
+                    log_every=2)
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_two_step_smoke_run_per_family(family: str, tmp_path: Path) -> None:
+    outcome = train_run(_setup(family, steps=2, tmp_path=tmp_path), tmp_path / "run")
+    assert np.isfinite(outcome.final_eval_loss) and outcome.steps == 2
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 1
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
+    steps = 12
+    reference = _setup("decoder", steps, tmp_path)
+    train_run(reference, tmp_path / "straight")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_6(step: int, loss: float) -> None:
+        if step == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_run(_setup("decoder", steps, tmp_path), tmp_path / "cut", on_progress=kill_at_step_6)
+    resumed = train_run(_setup("decoder", steps, tmp_path), tmp_path / "cut")
+    assert resumed.resumed_from == 4
+
+    step_a, params_a = final_params(tmp_path / "straight", reference)
+    step_b, params_b = final_params(tmp_path / "cut", reference)
+    assert step_a == step_b == steps
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # pruning happened inside the interrupted window, and the target is reached exactly
+    kernel = params_b["decoder"]["block_0"]["mlp"]["fc1"]["kernel"]
+    assert np.count_nonzero(kernel) == round(0.5 * kernel.size)
+
+
+def test_train_step_is_traced_once(tmp_path: Path) -> None:
+    traces = []
+    dims = TINY["decoder"]
+    plain_loss = models.loss_fn(dims)
+
+    def counting_loss(params, batch):
+        traces.append(1)  # runs only while tracing
+        return plain_loss(params, batch)
+
+    train_run(_setup("decoder", 12, tmp_path, loss_fn=counting_loss), tmp_path / "run")
+    assert len(traces) == 1  # 12 steps, 5 of them mask updates, one trace
+
+
+def test_nan_loss_stops_the_run_with_its_step(tmp_path: Path) -> None:
+    plain_loss = models.loss_fn(TINY["decoder"])
+    setup = _setup("decoder", 8, tmp_path)
+    poisoned = replace(setup, loss_fn=lambda p, b: plain_loss(p, b) * jnp.nan)
+    with pytest.raises(RunDiverged) as failure:
+        train_run(poisoned, tmp_path / "run")
+    assert failure.value.step == 1
