@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 from dataclasses import replace
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import numpy as np
 import engine
 from engine.errors import UserError
 from engine.fit.bootstrap import run_bootstrap
+from engine.fit.compile_cache import enable_persistent_compile_cache
 from engine.fit.gains import TABLE_2_SPARSITIES, gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import (
@@ -66,6 +68,11 @@ def _multistart(
     )
 
 
+@partial(jax.jit, static_argnames=("delta", "log_loss"))
+def _hessian(theta: jnp.ndarray, data: FitData, weights: jnp.ndarray, delta: float, log_loss: bool) -> jnp.ndarray:
+    return jax.hessian(scaled_objective)(theta, data, weights, delta, log_loss)
+
+
 def _diagnose(
     solution: BatchSolution, data: FitData, weights: np.ndarray, settings: FitSettings, free: np.ndarray
 ) -> tuple[int, Diagnostics]:
@@ -82,14 +89,10 @@ def _diagnose(
         if not distinct or value > distinct[-1] * (1 + 1e-6) + floor:
             distinct.append(float(value))
 
-    theta_best = jnp.asarray(solution.theta[best])
-    w = jnp.asarray(weights)
-
-    def objective(theta: jnp.ndarray) -> jnp.ndarray:
-        return scaled_objective(theta, data, w, settings.huber_delta, settings.log_loss)
-
     free_index = np.flatnonzero(free)
-    hessian = np.asarray(jax.hessian(objective)(theta_best))[np.ix_(free_index, free_index)]
+    hessian = np.asarray(_hessian(
+        jnp.asarray(solution.theta[best]), data, jnp.asarray(weights), settings.huber_delta, settings.log_loss
+    ))[np.ix_(free_index, free_index)]
     eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     flattest = {COEFFICIENT_NAMES[i]: float(eigenvectors[j, 0]) for j, i in enumerate(free_index)}
 
@@ -151,6 +154,7 @@ def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitRe
         raise UserError(f"--bootstrap must be >= 0, got {settings.bootstrap}", exit_code=2)
     fit_rows = table.from_scratch_mask()
     check_enough_rows(int(fit_rows.sum()), settings)
+    enable_persistent_compile_cache()
     held_out = holdout_mask(table, settings.holdout) & fit_rows
     rng = np.random.default_rng(settings.seed)
     norm = Normalisation.for_data(table.nonzeros[fit_rows], table.data[fit_rows])
