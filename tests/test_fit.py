@@ -120,3 +120,12 @@ def test_pretrained_data_equivalence_round_trip() -> None:
     assert result.including_pretraining == pytest.approx(0.23, abs=0.005)  # Table 4's ratio exc/inc
     below_limit = data_equivalence(law, s, n, law.c, prune, pretrain)
     assert below_limit.scratch_data == float("inf")
+
+
+@pytest.mark.slow
+def test_full_bootstrap_on_t5() -> None:
+    fit = fit_law(read_results(T5), FitSettings(**paper.T5_HUBER, bootstrap=1000))
+    assert fit.bootstrap_samples.shape == (1000, 7)
+    assert fit.bootstrap_seconds < 60.0
+    low, high = fit.intervals()["b_N"]
+    assert low < fit.coefficients.b_N < high
