@@ -135,6 +135,15 @@ class CheckpointStore:
         )
         return Restored(step=step, state=restored.state, meta=dict(restored.meta))
 
+    def latest_verified_step(self) -> int | None:
+        return next((s for s in reversed(self.steps()) if verify_manifest(self.directory / str(s)) is None), None)
+
+    def restore_params(self, step: int) -> Any:
+        """The parameters saved at `step`, as a nested dict of arrays, without knowing the rest of
+        the state's structure (for inspection)."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        return restored.state["params"]
+
     def close(self) -> None:
         self._finish_manifests()
         self._manager.close()

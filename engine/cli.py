@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from engine.errors import UserError
+from spec.issues import SpecError
 
 # Subcommands, in the order `engine --help` lists them.
 COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report")
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except SpecError as error:  # every problem of the spec, one `file:line:col: message` each
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `engine plan ... | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

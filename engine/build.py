@@ -1,0 +1,126 @@
+"""Planned run -> the objects the training loop runs: schedule, optimizer, data, model functions.
+
+Each spec section is built by one small function; nothing here trains or touches the disk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import optax
+
+from engine import models
+from engine.data import build_source
+from engine.errors import UserError
+from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
+from engine.plan import RunPlan, source_settings
+from engine.sparsity import (
+    NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
+    masked_pruning, sparsified_tree,
+)
+from engine.sparsity.masks import check_pattern
+from engine.train import RunSetup
+from spec.optimizer import (
+    AdafactorOptimizer, ConstantRate, CosineRate, RsqrtRate, WarmupConstantCooldownRate,
+)
+from spec.sparsity import GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
+
+
+def build_schedule(sparsity: SparsitySpec, steps: int, where: str) -> Schedule:
+    """The pruning schedule in steps. GMP's fractions become steps; the mask update that reaches
+    the final level (the first interval multiple at or after `end`) must fall inside the run, or
+    the run would end short of its sparsity."""
+    schedule = sparsity.schedule
+    if isinstance(schedule, GmpSchedule):
+        start, end = round(schedule.start * steps), round(schedule.end * steps)
+        last_update = math.ceil(end / schedule.interval) * schedule.interval
+        if end <= start or last_update >= steps:
+            raise UserError(
+                f"{where}: gmp pruning from step {start} to {end} every {schedule.interval} steps "
+                f"does not reach sparsity {sparsity.level} within {steps} steps; use a smaller "
+                "sparsity.schedule.interval or a longer run"
+            )
+        return GradualSchedule(sparsity.level, start, end, schedule.interval)
+    if isinstance(schedule, OneshotSchedule):
+        return OneShotSchedule(sparsity.level, round(schedule.at * steps))
+    return DenseSchedule()
+
+
+def build_pattern(sparsity: SparsitySpec) -> Pattern:
+    pattern = sparsity.pattern
+    return NM(pattern.n, pattern.m) if isinstance(pattern, NmPattern) else Unstructured()
+
+
+def build_learning_rate(rate, steps: int) -> optax.Schedule:
+    if isinstance(rate, ConstantRate):
+        return constant_lr(rate.value)
+    if isinstance(rate, RsqrtRate):
+        return rsqrt_lr(rate.peak, rate.warmup_steps, rate.linear_warmup)
+    if isinstance(rate, CosineRate):
+        return cosine_lr(rate.peak, rate.warmup_steps, steps, rate.final_fraction * rate.peak)
+    assert isinstance(rate, WarmupConstantCooldownRate)
+    cooldown = round(rate.cooldown_fraction * steps)
+    warmup = min(rate.warmup_steps, steps - cooldown)
+    return warmup_constant_cooldown_lr(rate.peak, warmup, steps, cooldown)
+
+
+def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
+    spec = run.spec.optimizer
+    learning_rate = build_learning_rate(spec.learning_rate, run.steps)
+    if isinstance(spec, AdafactorOptimizer):
+        optimizer = adafactor(
+            learning_rate,
+            decay_rate=spec.decay_rate,
+            beta2_cap=spec.beta2_cap,
+            clipping_threshold=spec.clip_threshold,
+            multiply_by_parameter_scale=spec.relative_step,
+            min_param_scale=spec.min_param_scale,
+            sparsity_aware=spec.sparsity_aware_rms,
+            momentum=spec.momentum,
+            weight_decay=spec.weight_decay or None,
+            eps=spec.eps,
+        )
+    else:
+        optimizer = adamw(learning_rate, b1=spec.b1, b2=spec.b2, eps=spec.eps,
+                          weight_decay=spec.weight_decay)
+    if spec.grad_clip_norm is None:
+        return optimizer
+    return optax.chain(
+        optax.with_extra_args_support(optax.clip_by_global_norm(spec.grad_clip_norm)), optimizer
+    )
+
+
+def build_setup(run: RunPlan) -> RunSetup:
+    """Everything `engine.train.train_run` needs for this planned run."""
+    where = f"run {run.run_id} ({run.experiment})"
+    if run.init != "scratch":
+        raise UserError(f"{where}: init kind '{run.init}' is not supported by this engine version yet")
+    dims = run.dims
+    params_shape = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
+    sparsified = sparsified_tree(params_shape, dims)
+    pattern = build_pattern(run.spec.sparsity)
+    try:
+        check_pattern(params_shape, sparsified, pattern)  # n:m groups must tile every fan_in
+        optimizer = masked_pruning(
+            build_inner_optimizer(run), sparsified,
+            build_schedule(run.spec.sparsity, run.steps, where), pattern,
+        )
+    except ValueError as error:
+        raise UserError(f"{where}: {error}") from error
+    source = run.spec.data.source
+    data = build_source(source.kind, source_settings(run.spec.data), dims, run.batch_size,
+                        source.seed, run.spec_dir, run.steps)
+    policy = run.spec.run
+    return RunSetup(
+        dims=dims,
+        loss_fn=models.loss_fn(dims),
+        metrics_fn=models.metrics_fn(dims),
+        optimizer=optimizer,
+        data=data,
+        steps=run.steps,
+        seed=run.spec.seed,
+        eval_every=run.spec.data.eval_every,
+        checkpoint_every=policy.checkpoint_every,
+        keep_checkpoints=policy.keep,
+    )

@@ -1,0 +1,158 @@
+"""`engine run`: train every planned run that is not done, then fit the law and write the report.
+
+Runs are independent: each one resumes from its own checkpoints, records its status, and appends
+one row to the sweep's results when it finishes. A finished run is never trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from io import StringIO
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from ruamel.yaml import YAML
+
+from engine.build import build_setup
+from engine.errors import UserError
+from engine.plan import RunPlan
+from engine.results import append_result, atomic_write_text, read_results, write_status
+from engine.train import RunDiverged, train_run
+from spec.analysis import LargestNonzerosHoldout, NoHoldout
+
+
+@dataclass
+class SweepSummary:
+    trained: int = 0
+    skipped: int = 0
+    failed: int = 0
+    stopped_early: bool = False
+    report_dir: Path | None = None
+
+
+def result_row(run: RunPlan, loss: float, wall_s: float) -> dict:
+    """One line of results.jsonl: the canonical columns, then what the engine adds."""
+    return {
+        "sparsity": run.sparsity, "nonzeros": run.nonzeros, "data": run.data, "loss": loss,
+        "run_id": run.run_id, "family": run.family, "pattern": run.pattern,
+        "dense_params": run.dense_params, "d_model": run.d_model, "steps": run.steps,
+        "batch_size": run.batch_size, "flops_dense": run.flops_dense,
+        "flops_sparse": run.flops_sparse, "init": run.init, "wall_s": round(wall_s, 3),
+        "coordinates": run.coordinates,
+    }
+
+
+def write_run_spec(run: RunPlan) -> None:
+    """<run>/spec.yaml: the resolved spec of this run, for the record and for drift checks."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    yaml = YAML()
+    yaml.default_flow_style = False
+    document = {"run_id": run.run_id, "coordinates": run.coordinates, "dims": asdict(run.dims),
+                "spec": run.spec.model_dump(mode="json", exclude={"sweep"})}
+    buffer = StringIO()
+    yaml.dump(document, buffer)
+    atomic_write_text(run.run_dir / "spec.yaml", buffer.getvalue())
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), console=console, refresh_per_second=4,
+    )
+
+
+def train_sweep(
+    runs: list[RunPlan], sweep_dir: Path, console: Console, retry_failed: bool = False
+) -> SweepSummary:
+    summary = SweepSummary()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "plan.json", json.dumps([r.to_json() for r in runs], indent=1))
+    todo = [r for r in runs if r.status.state != "done" and (retry_failed or r.status.state != "failed")]
+    summary.skipped = len(runs) - len(todo)
+    if summary.skipped:
+        console.print(f"{summary.skipped} of {len(runs)} runs already done or failed: skipped")
+    failure_policy = runs[0].spec.run.failure_policy if runs else "continue"
+    with _progress(console) as progress:
+        sweep_task = progress.add_task("sweep", total=len(todo), info="")
+        for index, run in enumerate(todo):
+            label = (f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} "
+                     f"S={run.sparsity:g} steps={run.steps}")
+            run_task = progress.add_task(label, total=run.steps, info="")
+            started = time.perf_counter()
+
+            def on_progress(step: int, loss: float, _task=run_task, _start=started) -> None:
+                rate = step / max(time.perf_counter() - _start, 1e-9)
+                progress.update(_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
+
+            setup = build_setup(run)
+            write_run_spec(run)
+            write_status(run.run_dir, "running", 0)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    outcome = train_run(setup, run.run_dir, on_progress)
+            except RunDiverged as diverged:
+                write_status(run.run_dir, "failed", diverged.step, str(diverged))
+                console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")
+                summary.failed += 1
+                progress.remove_task(run_task)
+                if failure_policy == "fail_fast":
+                    summary.stopped_early = True
+                    break
+                progress.advance(sweep_task)
+                continue
+            append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
+            write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+            progress.remove_task(run_task)
+            progress.advance(sweep_task)
+            progress.update(sweep_task, info=f"last {run.run_id}: loss {outcome.final_eval_loss:.4f}")
+            summary.trained += 1
+    return summary
+
+
+def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
+    """Fit the law to the sweep's results and write the report, per the spec's analysis section."""
+    from engine.fit import FitSettings, fit_law, read_results as read_table
+    from engine.report import write_report
+
+    analysis = runs[0].spec.analysis
+    if analysis.fit is None:
+        return None
+    rows = read_results(sweep_dir)
+    if not rows:
+        console.print("no finished runs: nothing to fit")
+        return None
+    settings = analysis.fit
+    holdout = _holdout_expression(settings.holdout, rows, runs)
+    fit_settings = FitSettings(huber_delta=settings.huber_delta, log_loss=settings.log_loss,
+                               starts=settings.starts, seed=settings.seed,
+                               bootstrap=settings.bootstrap, holdout=holdout)
+    table = read_table(sweep_dir / "results.csv")
+    result = fit_law(table, fit_settings)
+    report_dir = sweep_dir / "report"
+    write_report(report_dir, result, table)
+    return report_dir
+
+
+def _holdout_expression(holdout, rows: list[dict], runs: list[RunPlan]) -> str:
+    """The spec's holdout as `engine fit --holdout` reads it. Exact non-zero counts differ a little
+    between sparsities of one size target, so 'largest' means the largest *target*."""
+    if holdout is None or isinstance(holdout, NoHoldout):
+        return "none"
+    if isinstance(holdout, LargestNonzerosHoldout):
+        largest = max(r.coordinates.get("model.nonzeros", r.nonzeros) for r in runs)
+        held = {r.run_id for r in runs if r.coordinates.get("model.nonzeros", r.nonzeros) == largest}
+        counts = [row["nonzeros"] for row in rows if row["run_id"] in held]
+        kept = [row["nonzeros"] for row in rows if row["run_id"] not in held]
+        if not counts or not kept or min(counts) <= max(kept):
+            return "none"  # nothing separable to hold out
+        return f"nonzeros>={min(counts)}"
+    raise UserError("analysis.fit.holdout: kind 'runs' is not supported by `engine run` yet; "
+                    "use largest_nonzeros or none, or `engine fit --holdout`")

@@ -1,0 +1,64 @@
+"""`engine run` and `engine inspect` end to end on tiny specs, in a subprocess-free way (main())."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.results import read_results
+
+FIXTURES = Path(__file__).parent / "fixtures" / "run"
+
+
+def _run(spec: str, out: Path, *extra: str) -> int:
+    return main(["run", str(FIXTURES / spec), "--set", f"run.output_dir={out}", *extra])
+
+
+def test_run_trains_once_then_does_no_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run("tiny_vit.yaml", tmp_path) == 0
+    rows = read_results(tmp_path / "tiny_vit")
+    assert len(rows) == 4 and all(row["steps"] == 16 for row in rows)
+    statuses = [json.loads(p.read_text())["state"] for p in (tmp_path / "tiny_vit").glob("*/status.json")]
+    assert statuses == ["done"] * 4
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "tiny_vit").rglob("*") if p.is_file()}
+
+    capsys.readouterr()
+    assert _run("tiny_vit.yaml", tmp_path) == 0
+    assert "trained 0, skipped 4" in capsys.readouterr().err
+    assert len(read_results(tmp_path / "tiny_vit")) == 4
+    touched = [p for p, t in mtimes.items() if p.name != "plan.json" and p.stat().st_mtime_ns != t]
+    assert touched == []
+
+
+def test_inspect_confirms_unstructured_sparsity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run("tiny_vit.yaml", tmp_path, "--only", "sparsity.level=0.875", "--only", "model.nonzeros=1000") == 0
+    run_dir = next(p.parent for p in (tmp_path / "tiny_vit").glob("*/status.json"))
+    capsys.readouterr()
+    assert main(["inspect", str(run_dir / "checkpoints"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["step"] == 16
+    sparse = [t for t in report["tensors"] if t["sparsified"]]
+    # each sparsified tensor keeps 12.5% of its weights, to one element
+    assert sparse and all(abs(t["nonzeros"] - 0.125 * math.prod(t["shape"])) <= 1 for t in sparse)
+    dense = [t for t in report["tensors"] if not t["sparsified"]]
+    assert all(t["sparsity"] < 0.5 for t in dense)
+
+
+def test_inspect_confirms_nm_pattern(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run("tiny_nm.yaml", tmp_path) == 0
+    run_dir = next(p.parent for p in (tmp_path / "tiny_nm").glob("*/status.json"))
+    capsys.readouterr()
+    assert main(["inspect", str(run_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pattern"] == "2:4" and report["nm_valid"] is True
+    assert report["sparsity"] == pytest.approx(0.5)
+
+
+def test_only_with_an_unknown_axis_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run("tiny_vit.yaml", tmp_path, "--only", "data.steps=16") == 2
+    assert "not a sweep axis" in capsys.readouterr().err
+    assert not (tmp_path / "tiny_vit").exists()
