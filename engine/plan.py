@@ -29,6 +29,7 @@ from typing import Any, Literal, Sequence
 
 from engine import costs, sizing
 from engine.errors import UserError
+from engine.results import STATUS_FILE
 from engine.sizing import ModelDims
 from spec.data import DataSpec, ImageArrays, SentencepieceTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
@@ -37,7 +38,6 @@ from spec.model import PRESETS, DecoderModel, T5Model, VitModel
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
 RUN_ID_LENGTH = 12
-STATUS_FILE = "status.json"
 
 ModelSpec = VitModel | T5Model | DecoderModel
 

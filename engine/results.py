@@ -23,6 +23,7 @@ ENGINE_COLUMNS = (
 RESULT_COLUMNS = CANONICAL_COLUMNS + ENGINE_COLUMNS
 
 RunState = Literal["running", "done", "failed"]
+STATUS_FILE = "status.json"  # read back by engine.plan.read_status
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -40,16 +41,7 @@ def write_status(
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     status = {"state": state, "step": step, "reason": reason, **extra}
-    atomic_write_text(run_dir / "status.json", json.dumps(status, indent=1) + "\n")
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's status, or None when it has none (never started, or an unreadable file)."""
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) and "state" in status else None
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
 
 
 def read_results(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from engine.plan import RunStatus, read_status
 from engine.results import (
-    RESULT_COLUMNS, append_result, read_results, read_status, write_status,
+    RESULT_COLUMNS, append_result, read_results, write_status,
 )
 
 
@@ -38,7 +39,9 @@ def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_row(tmp_path: P
     assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "c"]
 
 
-def test_status_round_trip_and_missing(tmp_path: Path) -> None:
-    assert read_status(tmp_path / "run") is None
+def test_written_status_is_what_plan_reads(tmp_path: Path) -> None:
+    assert read_status(tmp_path / "run") == RunStatus("new")
     write_status(tmp_path / "run", "failed", 17, "loss is nan")
-    assert read_status(tmp_path / "run") == {"state": "failed", "step": 17, "reason": "loss is nan"}
+    assert read_status(tmp_path / "run") == RunStatus("failed", 17, "loss is nan")
+    write_status(tmp_path / "run", "running", 40)
+    assert read_status(tmp_path / "run").describe() == "partial at step 40"

@@ -55,7 +55,7 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.fit.compile_cache import enable_persistent_compile_cache
+    from engine.compile_cache import enable_persistent_compile_cache
     from engine.sweep import analyse, train_sweep
 
     runs = plan_experiment(args.spec, args.overrides)
@@ -69,7 +69,14 @@ def run(args: argparse.Namespace) -> int:
         console.print("stopped at the first failure (run.failure_policy: fail_fast)")
         return 1
     if not args.no_report:
-        report_dir = analyse(runs, sweep_dir, console)
+        try:
+            report_dir = analyse(runs, sweep_dir, console)
+        except UserError as error:
+            if not args.only:
+                raise
+            # A partial selection may not have enough finished runs for the law yet.
+            console.print(f"fit and report skipped: {error}")
+            report_dir = None
         if report_dir is not None:
             console.print(f"report: {report_dir / 'index.html'}")
     return 1 if summary.failed else 0

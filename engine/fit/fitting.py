@@ -20,7 +20,7 @@ import numpy as np
 import engine
 from engine.errors import UserError
 from engine.fit.bootstrap import run_bootstrap
-from engine.fit.compile_cache import enable_persistent_compile_cache
+from engine.compile_cache import enable_persistent_compile_cache
 from engine.fit.gains import TABLE_2_SPARSITIES, gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import (

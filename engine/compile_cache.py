@@ -1,6 +1,6 @@
-"""JAX's persistent compilation cache for the fit's kernels.
+"""JAX's persistent compilation cache, shared by the fit and the training runs.
 
-Tracing + XLA compilation of the batched solver takes ~3 s on CPU, several times what the whole
+Runs of a sweep that share shapes reuse each other's compiled train steps. For the fit: tracing + XLA compilation of the batched solver takes ~3 s on CPU, several times what the whole
 reference procedure (scipy BFGS, 25 starts) takes to run; the solve itself takes ~40 ms. With the
 persistent cache, every `engine fit` after the first on a machine loads the compiled kernels from
 disk instead (measured: ~0.7 s cold instead of ~3 s; BENCHMARKS.md). Used only if the user has not
@@ -28,7 +28,7 @@ def enable_persistent_compile_cache() -> Path | None:
     except OSError:
         return None  # a read-only home: just compile every time
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    # The fit's kernels compile in well under JAX's default 1 s threshold each; cache them anyway.
+    # Fit kernels and tiny train steps compile in under JAX's default 1 s threshold; cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
