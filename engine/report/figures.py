@@ -79,6 +79,7 @@ def loss_minus_c_vs_nonzeros(table: ResultsTable, fit: FitResult) -> bytes:
             panel.scatter(table.nonzeros[rows], table.loss[rows] - law.c, s=18, color=colour)
             panel.plot(n_grid, predict_loss(law, s, n_grid, d) - law.c, color=colour, lw=1.2, label=f"S = {s:g}")
         panel.set_xscale("log")
+        panel.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
         panel.set_yscale("log")
         panel.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
         panel.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
@@ -112,6 +113,7 @@ def loss_vs_data(table: ResultsTable, fit: FitResult) -> bytes:
             panel.scatter(table.data[rows], table.loss[rows], s=18, color=colour)
             panel.plot(d_grid, predict_loss(law, s, n, d_grid), color=colour, lw=1.2, label=f"N = {n:.3g}")
         panel.set_xscale("log")
+        panel.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
         panel.set_title(f"sparsity {s:g}", fontsize=10)
         panel.set_xlabel("data D")
         panel.grid(alpha=0.3, which="both")
@@ -149,6 +151,7 @@ def optimal_sparsity_contours(law: LawCoefficients, table: ResultsTable | None, 
         if table is not None:
             axis.scatter(table.nonzeros, k * table.nonzeros * table.data, s=8, color="black", label="runs (dense-equivalent C)")
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
         axis.set_yscale("log")
         axis.set_xlim(n_low, n_high)
         axis.set_ylim(c_low, c_high)
@@ -176,6 +179,7 @@ def residuals(table: ResultsTable, fit: FitResult) -> bytes:
                          marker=markers[j % len(markers)], label=f"S={s:g}" if j == 0 else None)
     axis.axhline(0.0, color="grey", lw=1)
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
     axis.set_xlabel("non-zeros N  (marker: training length, smallest D = circle)")
     axis.set_ylabel("prediction error (%)")
     axis.set_title("Residuals of the fit")
