@@ -68,12 +68,17 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def write_plan(runs: list[RunPlan], sweep_dir: Path) -> None:
+    """<sweep>/plan.json: the whole expanded grid, what `engine plan --json` lists."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "plan.json", json.dumps([r.to_json() for r in runs], indent=1))
+
+
 def train_sweep(
     runs: list[RunPlan], sweep_dir: Path, console: Console, retry_failed: bool = False
 ) -> SweepSummary:
     summary = SweepSummary()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / "plan.json", json.dumps([r.to_json() for r in runs], indent=1))
     todo = [r for r in runs if r.status.state != "done" and (retry_failed or r.status.state != "failed")]
     summary.skipped = len(runs) - len(todo)
     if summary.skipped:
@@ -93,7 +98,7 @@ def train_sweep(
 
             setup = build_setup(run)
             write_run_spec(run)
-            write_status(run.run_dir, "running", 0)
+            write_status(run.run_dir, "running", run.status.step or 0)  # a resumed run keeps its step
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)

@@ -36,6 +36,7 @@ def test_run_trains_once_then_does_no_work(tmp_path: Path, capsys: pytest.Captur
 
 def test_inspect_confirms_unstructured_sparsity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _run("tiny_vit.yaml", tmp_path, "--only", "sparsity.level=0.875", "--only", "model.nonzeros=1000") == 0
+    assert len(json.loads((tmp_path / "tiny_vit" / "plan.json").read_text())) == 4  # the whole grid
     run_dir = next(p.parent for p in (tmp_path / "tiny_vit").glob("*/status.json"))
     capsys.readouterr()
     assert main(["inspect", str(run_dir / "checkpoints"), "--json"]) == 0

@@ -56,13 +56,14 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 def run(args: argparse.Namespace) -> int:
     from engine.compile_cache import enable_persistent_compile_cache
-    from engine.sweep import analyse, train_sweep
+    from engine.sweep import analyse, train_sweep, write_plan
 
     runs = plan_experiment(args.spec, args.overrides)
     selected = select_runs(runs, args.only)
     enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
     console = Console(stderr=True)
     sweep_dir = runs[0].run_dir.parent
+    write_plan(runs, sweep_dir)
     summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed)
     console.print(f"trained {summary.trained}, skipped {summary.skipped}, failed {summary.failed}")
     if summary.stopped_early:
