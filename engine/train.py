@@ -159,7 +159,8 @@ def train_run(
             pending.append((step + 1, loss))
             window_steps += 1
             done = step + 1
-            if done % setup.log_every == 0 or done == setup.steps:
+            evaluate_now = done % setup.eval_every == 0 or done == setup.steps
+            if evaluate_now or done % setup.log_every == 0:
                 losses = [(k, float(value)) for k, value in pending]
                 pending.clear()
                 for k, value in losses:
@@ -169,14 +170,15 @@ def train_run(
                 record = {"step": done, "train_loss": losses[-1][1],
                           "steps_per_s": window_steps / max(elapsed, 1e-9)}
                 window_start, window_steps = time.perf_counter(), 0
-                if done % setup.eval_every == 0 or done == setup.steps:
+                if evaluate_now:
                     record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
                 log.write(record)
                 if on_progress is not None:
                     on_progress(done, losses[-1][1])
             if done % setup.checkpoint_every == 0 and done != setup.steps:
                 checkpoint(done)
-        final_loss = evaluate(eval_step, state.params, eval_batches)
+        # The loop evaluated its last step already; a run restored at its end evaluates here.
+        final_loss = record["eval_loss"] if start < setup.steps else evaluate(eval_step, state.params, eval_batches)
         if start < setup.steps or not store.steps():
             store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
         store.wait()
