@@ -23,7 +23,7 @@ from engine.build import build_setup
 from engine.errors import UserError
 from engine.plan import RunPlan
 from engine.results import append_result, atomic_write_text, read_results, write_status
-from engine.train import RunDiverged, train_run
+from engine.train import RunDiverged, RunPreempted, train_run
 from spec.analysis import LargestNonzerosHoldout, NoHoldout
 
 
@@ -33,6 +33,7 @@ class SweepSummary:
     skipped: int = 0
     failed: int = 0
     stopped_early: bool = False
+    preempted: bool = False  # SIGTERM: the current run is checkpointed, the sweep stops
     report_dir: Path | None = None
 
 
@@ -103,6 +104,10 @@ def train_sweep(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     outcome = train_run(setup, run.run_dir, on_progress)
+            except RunPreempted as preempted:
+                console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
+                summary.preempted = True
+                break
             except RunDiverged as diverged:
                 write_status(run.run_dir, "failed", diverged.step, str(diverged))
                 console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +59,36 @@ class RunDiverged(Exception):
     def __init__(self, step: int, loss: float) -> None:
         super().__init__(f"loss is {loss} at step {step}")
         self.step = step
+
+
+class RunPreempted(Exception):
+    """SIGTERM arrived (a preemption notice): the state at `step` is checkpointed and committed;
+    the next `engine run` resumes from it."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"preempted by SIGTERM; checkpoint saved at step {step}")
+        self.step = step
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks between steps (Orbax's own preemption check
+    needs jax.distributed; on one host we handle the signal ourselves, DESIGN.md section 6)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> _SigtermFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._set)
+        return self
+
+    def _set(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclass(frozen=True)
@@ -129,8 +161,8 @@ def train_run(
 ) -> RunOutcome:
     """Train (or resume) one run to `setup.steps`; checkpoints under run_dir/checkpoints.
 
-    Returns the final validation loss. Raises RunDiverged on a NaN/inf training loss; the caller
-    records the failure."""
+    Returns the final validation loss. Raises RunDiverged on a NaN/inf training loss (the caller
+    records the failure) and RunPreempted after saving a checkpoint when SIGTERM arrives."""
     started = time.perf_counter()
     state = initial_state(setup)
     store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
@@ -151,39 +183,45 @@ def train_run(
         store.save(step, jax.tree.map(jnp.copy, state), {"step": step})
         write_status(run_dir, "running", step)
 
-    try:
-        pending: list[tuple[int, jax.Array]] = []  # losses not yet read back, to keep dispatch async
-        window_start, window_steps = time.perf_counter(), 0
-        for step in range(start, setup.steps):
-            state, loss = step_fn(state, setup.data.batch(step))
-            pending.append((step + 1, loss))
-            window_steps += 1
-            done = step + 1
-            evaluate_now = done % setup.eval_every == 0 or done == setup.steps
-            if evaluate_now or done % setup.log_every == 0:
-                losses = [(k, float(value)) for k, value in pending]
-                pending.clear()
-                for k, value in losses:
-                    if not math.isfinite(value):
-                        raise RunDiverged(k, value)
-                elapsed = time.perf_counter() - window_start
-                record = {"step": done, "train_loss": losses[-1][1],
-                          "steps_per_s": window_steps / max(elapsed, 1e-9)}
-                window_start, window_steps = time.perf_counter(), 0
-                if evaluate_now:
-                    record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
-                log.write(record)
-                if on_progress is not None:
-                    on_progress(done, losses[-1][1])
-            if done % setup.checkpoint_every == 0 and done != setup.steps:
-                checkpoint(done)
-        # The loop evaluated its last step already; a run restored at its end evaluates here.
-        final_loss = record["eval_loss"] if start < setup.steps else evaluate(eval_step, state.params, eval_batches)
-        if start < setup.steps or not store.steps():
-            store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
-        store.wait()
-    finally:
-        store.close()
+    with _SigtermFlag() as sigterm:
+        try:
+            pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
+            window_start, window_steps = time.perf_counter(), 0
+            for step in range(start, setup.steps):
+                state, loss = step_fn(state, setup.data.batch(step))
+                pending.append((step + 1, loss))
+                window_steps += 1
+                done = step + 1
+                evaluate_now = done % setup.eval_every == 0 or done == setup.steps
+                if evaluate_now or done % setup.log_every == 0:
+                    losses = [(k, float(value)) for k, value in pending]
+                    pending.clear()
+                    for k, value in losses:
+                        if not math.isfinite(value):
+                            raise RunDiverged(k, value)
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": done, "train_loss": losses[-1][1],
+                              "steps_per_s": window_steps / max(elapsed, 1e-9)}
+                    window_start, window_steps = time.perf_counter(), 0
+                    if evaluate_now:
+                        record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
+                    log.write(record)
+                    if on_progress is not None:
+                        on_progress(done, losses[-1][1])
+                if sigterm.raised and done != setup.steps:
+                    checkpoint(done)
+                    store.wait()  # committed, with its manifest, before we say so
+                    raise RunPreempted(done)
+                if done % setup.checkpoint_every == 0 and done != setup.steps:
+                    checkpoint(done)
+            # The loop evaluated its last step; a run restored at its end evaluates here.
+            final_loss = (record["eval_loss"] if start < setup.steps
+                          else evaluate(eval_step, state.params, eval_batches))
+            if start < setup.steps or not store.steps():
+                store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
+            store.wait()
+        finally:
+            store.close()
     if not math.isfinite(final_loss):
         raise RunDiverged(setup.steps, final_loss)
     return RunOutcome(final_loss, setup.steps, time.perf_counter() - started, resumed_from)

@@ -63,3 +63,43 @@ def test_only_with_an_unknown_axis_is_a_usage_error(tmp_path: Path, capsys: pyte
     assert _run("tiny_vit.yaml", tmp_path, "--only", "data.steps=16") == 2
     assert "not a sweep axis" in capsys.readouterr().err
     assert not (tmp_path / "tiny_vit").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_resumable(tmp_path: Path) -> None:
+    """A real `engine run` subprocess gets SIGTERM mid-run: it checkpoints the step it reached,
+    exits 75, and the next `engine run` resumes from that step and finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "engine.cli", "run", str(FIXTURES / "tiny_vit.yaml"),
+               "--only", "sparsity.level=0.875", "--only", "model.nonzeros=1000",
+               "--set", "data.steps=4000", "--set", "run.checkpoint_every=1000",
+               "--set", f"run.output_dir={tmp_path}", "--no-report"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.monotonic() + 120
+    metrics = None
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = next((tmp_path / "tiny_vit").glob("*/metrics.jsonl"), None)
+        if metrics is not None and metrics.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 75, stderr.decode()[-2000:]
+
+    run_dir = metrics.parent
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "running" and 0 < status["step"] < 4000
+    saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == status["step"]  # the preemption step itself, not only the last periodic one
+
+    resumed = subprocess.run(command, capture_output=True, timeout=600,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    rows = read_results(tmp_path / "tiny_vit")
+    assert len(rows) == 1 and rows[0]["steps"] == 4000

@@ -2,7 +2,8 @@
 
 Trains every run of the spec that is not done (resuming partial ones from their last complete
 checkpoint, skipping finished ones), then fits the law to the sweep's results and writes the
-report into <output_dir>/<name>/report/.
+report into <output_dir>/<name>/report/. On SIGTERM (a preemption notice) the current run saves
+a checkpoint at once and the command exits with code 75: run it again to resume.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ruamel.yaml import YAML
 
 from engine.errors import UserError
 from engine.plan import RunPlan, plan_experiment
+
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; run the same command again
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     write_plan(runs, sweep_dir)
     summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed)
     console.print(f"trained {summary.trained}, skipped {summary.skipped}, failed {summary.failed}")
+    if summary.preempted:
+        return EXIT_RESUMABLE
     if summary.stopped_early:
         console.print("stopped at the first failure (run.failure_policy: fail_fast)")
         return 1
