@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +51,8 @@ class RunSetup:
     checkpoint_every: int
     keep_checkpoints: int
     log_every: int = 10
+    # Where parameters start: None draws them from `seed`; `init: pretrained` loads a source's.
+    load_params: Callable[[], Params] | None = None
 
 
 class RunDiverged(Exception):
@@ -113,7 +115,10 @@ def train_step(
 
 
 def initial_state(setup: RunSetup) -> TrainState:
-    params = init_params(setup.dims, jax.random.key(setup.seed))
+    if setup.load_params is not None:
+        params = setup.load_params()
+    else:
+        params = init_params(setup.dims, jax.random.key(setup.seed))
     return TrainState(jnp.zeros([], jnp.int32), params, setup.optimizer.init(params))
 
 
@@ -164,12 +169,15 @@ def train_run(
     Returns the final validation loss. Raises RunDiverged on a NaN/inf training loss (the caller
     records the failure) and RunPreempted after saving a checkpoint when SIGTERM arrives."""
     started = time.perf_counter()
-    state = initial_state(setup)
     store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
-    restored = store.restore_latest(abstract_like(state))
+    # Resuming is not an init: a run with its own checkpoints continues from them.
+    # The restore target's shapes come from a random init: loaded params have the same shapes.
+    restored = store.restore_latest(jax.eval_shape(lambda: initial_state(replace(setup, load_params=None))))
     resumed_from = None
     if restored is not None:
         state, resumed_from = restored.state, restored.step
+    else:
+        state = initial_state(setup)
     start = int(state.step)
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
     step_fn = jax.jit(

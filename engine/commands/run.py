@@ -59,7 +59,8 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 def run(args: argparse.Namespace) -> int:
     from engine.compile_cache import enable_persistent_compile_cache
-    from engine.sweep import analyse, train_sweep, write_plan
+    from engine.analysis import analyse
+    from engine.sweep import train_sweep, write_plan
 
     runs = plan_experiment(args.spec, args.overrides)
     selected = select_runs(runs, args.only)
