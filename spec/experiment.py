@@ -10,6 +10,7 @@ from spec.data import IMAGE_SOURCES, DataSpec
 from spec.init import InitSpec, ScratchInit
 from spec.model import ModelSpec
 from spec.optimizer import OptimizerSpec
+from spec.parallelism import ParallelismSpec
 from spec.run import RunPolicy
 from spec.sparsity import SparsitySpec
 from spec.sweep import SweepSpec
@@ -43,6 +44,10 @@ class ExperimentSpec(SpecModel):
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="Axes over the fields above; absent for a single run.")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Fits and reports computed from the results.")
     run: RunPolicy = Field(default_factory=RunPolicy, description="Checkpointing, failure policy and output directory.")
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec,
+        description="Device mesh and parameter sharding of one run, scheduler resources per run; not part of run ids.",
+    )
 
     @model_validator(mode="after")
     def _parts_fit_the_family(self) -> ExperimentSpec:
