@@ -6,6 +6,7 @@ Each spec section is built by one small function; nothing here trains or touches
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import optax
@@ -15,6 +16,7 @@ from engine.data import build_source
 from engine.errors import UserError
 from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
 from engine.plan import RunPlan, source_settings
+from engine.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
     NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
     masked_pruning, sparsified_tree,
@@ -94,10 +96,15 @@ def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
 def build_setup(run: RunPlan) -> RunSetup:
     """Everything `engine.train.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
-    if run.init != "scratch":
-        raise UserError(f"{where}: init kind '{run.init}' is not supported by this engine version yet")
     dims = run.dims
     params_shape = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
+    load_params = None
+    if run.source is not None:
+        try:
+            check_source(run.source, params_shape)  # fail here, before the run writes anything
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
+        load_params = partial(load_source_params, run.source, params_shape)
     sparsified = sparsified_tree(params_shape, dims)
     pattern = build_pattern(run.spec.sparsity)
     try:
@@ -123,4 +130,5 @@ def build_setup(run: RunPlan) -> RunSetup:
         eval_every=run.spec.data.eval_every,
         checkpoint_every=policy.checkpoint_every,
         keep_checkpoints=policy.keep,
+        load_params=load_params,
     )

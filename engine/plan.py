@@ -33,6 +33,7 @@ from engine.results import STATUS_FILE
 from engine.sizing import ModelDims
 from spec.data import DataSpec, ImageArrays, SentencepieceTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
+from spec.init import CheckpointSource, PretrainedInit, RunSource
 from spec.loading import Experiment, load_experiment
 from spec.model import PRESETS, DecoderModel, T5Model, VitModel
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
@@ -61,6 +62,33 @@ class RunStatus:
 
 
 @dataclass(frozen=True)
+class PretrainedSource:
+    """Where an `init: pretrained` run's parameters come from, resolved when the run is planned:
+    the checkpoint directory and step, and for a source run its id, length, D and status."""
+
+    checkpoints: Path  # a checkpoints/ directory written by this engine
+    step: int  # the saved step to load
+    label: str  # for messages: "run 1a2b3c4d5e6f of vit_sweep.yaml" or the checkpoint path
+    run_id: str | None = None  # kind: run
+    spec_path: Path | None = None  # kind: run: the source's spec file, a dependency of this run
+    steps: int | None = None  # the source's training steps (None for a bare checkpoint: `step`)
+    data: int | None = None  # the source's D, Table 4's pretraining cost (None when unknown)
+    status: RunStatus | None = None  # kind: run
+    dims: ModelDims | None = None  # kind: run: the source's model shape
+
+    def identity(self) -> dict[str, Any]:
+        """What enters the pruned run's id: the source run and step (or the path and step)."""
+        if self.run_id is not None:
+            return {"run_id": self.run_id, "step": self.step}
+        return {"checkpoint": self.checkpoints.as_posix(), "step": self.step}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "checkpoints": self.checkpoints.as_posix(), "step": self.step,
+                "run_id": self.run_id, "steps": self.steps, "data": self.data,
+                "status": None if self.status is None else asdict(self.status)}
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """One concrete run of an experiment, everything about it known before any compute."""
 
@@ -84,6 +112,7 @@ class RunPlan:
     flops_sparse: float  # k * nonzeros * D * c_mul: cost with sparsity exploited as it appears
     init: Literal["scratch", "pretrained"]
     status: RunStatus
+    source: PretrainedSource | None = None  # init: pretrained only
 
     @property
     def d_model(self) -> int:
@@ -123,6 +152,7 @@ class RunPlan:
             "flops_dense": self.flops_dense,
             "flops_sparse": self.flops_sparse,
             "init": self.init,
+            "source": None if self.source is None else self.source.to_json(),
             "status": asdict(self.status),
             "run_dir": self.run_dir.as_posix(),
             "dims": asdict(self.dims),
@@ -198,11 +228,12 @@ def source_settings(data: DataSpec) -> dict[str, Any]:
 # --- identity and status -------------------------------------------------------------------------
 
 
-def run_id(spec: ExperimentSpec, dims: ModelDims) -> str:
+def run_id(spec: ExperimentSpec, dims: ModelDims, source: PretrainedSource | None = None) -> str:
     """Short sha256 of the canonical JSON of what a run computes: the resolved model shape, the
-    sparsity, init, optimizer, data sections and the seed. Independent of key order, comments,
-    defaults written out or not, presets vs the same values spelt out, the name, the sweep, the
-    analysis and the run policy (output directory included)."""
+    sparsity, init, optimizer, data sections and the seed, and for a pretrained init the source
+    run's id and step. Independent of key order, comments, defaults written out or not, presets vs
+    the same values spelt out, the name, the sweep, the analysis and the run policy (output
+    directory included)."""
     semantic = {
         "model": asdict(dims),
         "sparsity": spec.sparsity.model_dump(mode="json"),
@@ -211,6 +242,8 @@ def run_id(spec: ExperimentSpec, dims: ModelDims) -> str:
         "data": spec.data.model_dump(mode="json"),
         "seed": spec.seed,
     }
+    if source is not None:
+        semantic["source"] = source.identity()
     canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
 
@@ -240,12 +273,26 @@ def read_status(run_dir: Path) -> RunStatus:
 
 
 def plan_run(
-    spec: ExperimentSpec, coordinates: dict[str, Any], spec_dir: Path, working_dir: Path = Path(".")
+    spec: ExperimentSpec,
+    coordinates: dict[str, Any],
+    spec_dir: Path,
+    working_dir: Path = Path("."),
+    sources: SourcePlans | None = None,
 ) -> RunPlan:
     """The plan of one concrete run spec. `working_dir` is where `run.output_dir` is relative to
-    (for reading status); the plan's run_dir stays relative to it."""
+    (for reading status); the plan's run_dir stays relative to it. A pretrained init's source is
+    resolved here (planning the source's spec through `sources`), and `init.budget_fraction`
+    sets the run's length from the source's."""
     dims = model_dims(spec.model, spec.sparsity)
-    identity = run_id(spec, dims)
+    source = None
+    if isinstance(spec.init, PretrainedInit):
+        sources = sources if sources is not None else SourcePlans(working_dir)
+        source = resolve_source(spec.init, spec_dir, sources)
+        check_same_shapes(dims, source)
+        if spec.init.budget_fraction is not None:
+            steps = max(1, round(spec.init.budget_fraction * (source.steps or source.step)))
+            spec = spec.model_copy(update={"data": spec.data.model_copy(update={"steps": steps})})
+    identity = run_id(spec, dims, source)
     run_dir = Path(spec.run.output_dir) / spec.name / identity
     dense_params = sizing.sparsified_params(dims)
     nonzeros = sizing.nonzeros_at(dims, spec.sparsity.level)
@@ -275,15 +322,22 @@ def plan_run(
         flops_sparse=k * nonzeros * data * c_mul,
         init=spec.init.kind,
         status=read_status(working_dir / run_dir),
+        source=source,
     )
 
 
-def plan_runs(experiment: Experiment, working_dir: Path = Path(".")) -> list[RunPlan]:
+def plan_runs(
+    experiment: Experiment, working_dir: Path = Path("."), sources: SourcePlans | None = None
+) -> list[RunPlan]:
     """Plans of every sweep point, in sweep order. Two points that describe the same run (same
     run id) are an error: the sweep would train one run twice."""
+    sources = sources if sources is not None else SourcePlans(Path(working_dir))
+    sources.entering(experiment.path)
     plans = [
-        plan_run(point.spec, point.coordinates, experiment.spec_dir, working_dir) for point in experiment.points
+        plan_run(point.spec, point.coordinates, experiment.spec_dir, working_dir, sources)
+        for point in experiment.points
     ]
+    sources.leaving(experiment.path)
     first_of: dict[str, RunPlan] = {}
     for plan in plans:
         if plan.run_id in first_of:
@@ -300,6 +354,105 @@ def plan_experiment(
 ) -> list[RunPlan]:
     """Load, validate and plan a spec file. Raises spec.issues.SpecError for an invalid spec."""
     return plan_runs(load_experiment(Path(path), overrides), Path(working_dir))
+
+
+# --- pretrained sources --------------------------------------------------------------------------
+
+
+class SourcePlans:
+    """The plans of the specs that pretrained inits name, each planned once per command, with a
+    guard against specs that name each other as sources."""
+
+    def __init__(self, working_dir: Path) -> None:
+        self.working_dir = working_dir
+        self._plans: dict[Path, list[RunPlan]] = {}
+        self._open: list[Path] = []
+
+    def entering(self, path: Path) -> None:
+        key = path.resolve()
+        if key in self._open:
+            chain = " -> ".join(p.name for p in [*self._open, key])
+            raise UserError(f"init.source: specs name each other as pretrained sources ({chain})")
+        self._open.append(key)
+
+    def leaving(self, path: Path) -> None:
+        self._open.remove(path.resolve())
+
+    def plans(self, path: Path) -> list[RunPlan]:
+        key = path.resolve()
+        if key not in self._plans:
+            if not path.is_file():
+                raise UserError(f"init.source.spec: {path} does not exist")
+            self._plans[key] = plan_runs(load_experiment(path), self.working_dir, self)
+        return self._plans[key]
+
+
+def resolve_source(init: PretrainedInit, spec_dir: Path, sources: SourcePlans) -> PretrainedSource:
+    """The checkpoint an `init: pretrained` names. A source run is picked from its spec's plans by
+    `where` (dotted field paths of the run's resolved spec, or its sweep coordinates)."""
+    source = init.source
+    if isinstance(source, CheckpointSource):
+        path = spec_dir / source.path
+        return PretrainedSource(checkpoints=path, step=source.step, label=f"checkpoint {path} step {source.step}")
+    assert isinstance(source, RunSource)
+    spec_path = spec_dir / source.spec
+    candidates = sources.plans(spec_path)
+    matches = [plan for plan in candidates if _matches(plan, source.where, spec_path)]
+    if len(matches) != 1:
+        shown = json.dumps(source.where, separators=(", ", ": "))
+        if not matches:
+            raise UserError(f"init.source.where {shown} matches no run of {spec_path} "
+                            f"({len(candidates)} runs; `engine plan {spec_path}` lists them)")
+        raise UserError(f"init.source.where {shown} matches {len(matches)} runs of {spec_path} "
+                        f"({', '.join(p.run_id for p in matches)}); add fields that pick one")
+    picked = matches[0]
+    return PretrainedSource(
+        checkpoints=sources.working_dir / picked.run_dir / "checkpoints",
+        step=picked.steps,
+        label=f"run {picked.run_id} of {spec_path}",
+        run_id=picked.run_id,
+        spec_path=spec_path,
+        steps=picked.steps,
+        data=picked.data,
+        status=picked.status,
+        dims=picked.dims,
+    )
+
+
+def _matches(plan: RunPlan, where: dict[str, Any], spec_path: Path) -> bool:
+    resolved = plan.spec.model_dump(mode="json")
+    for path, wanted in where.items():
+        if path in plan.coordinates:
+            value = plan.coordinates[path]
+        else:
+            value = resolved
+            for part in path.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    raise UserError(f"init.source.where: {path} is not a field of {spec_path}'s runs")
+                value = value[part]
+        if value != wanted:
+            return False
+    return True
+
+
+def check_same_shapes(dims: ModelDims, source: PretrainedSource) -> None:
+    """A source run must have exactly this run's parameter shapes (checked again against the
+    checkpoint itself when the parameters are loaded)."""
+    if source.dims is None or source.dims == dims:
+        return
+    ours, theirs = sizing.param_shapes(dims), sizing.param_shapes(source.dims)
+    for name in sorted(ours.keys() | theirs.keys()):
+        if ours.get(name) != theirs.get(name):
+            raise UserError(
+                f"init.source: parameter {name} is {_shape(theirs.get(name))} in {source.label} but "
+                f"{_shape(ours.get(name))} in this model (d_model {source.dims.d_model} there, {dims.d_model} "
+                "here): a pretrained run must have its source's model"
+            )
+    raise UserError(f"init.source: {source.label} is a different model ({source.dims}) than this run ({dims})")
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "absent" if shape is None else "x".join(map(str, shape))
 
 
 def totals(plans: Sequence[RunPlan]) -> dict[str, Any]:
