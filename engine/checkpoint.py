@@ -5,6 +5,10 @@ start), but it keeps no content checksum: a flipped bit restores silently with w
 truncated metadata file leaves an unrestorable step listed as latest (DESIGN.md section 6). So once
 a save has committed we hash every file of the step into `<step>/manifest.sha256.json`, and on
 restore we walk back from the newest step to the first one whose files verify and that restores.
+Every step skipped is reported on stderr (`warning: checkpoint step 16 of ... is unusable (...)`),
+and when training resumes, the unusable steps newer than the one restored are moved aside to
+`<dir>/unusable-<step>-<time>/` (kept for a post-mortem, invisible to Orbax) so the step can be
+saved again.
 
 A checkpoint holds two items: `state` (params, optimizer state with masks, step: a pytree) and
 `meta` (JSON: run id, step, anything else the loop wants to read back without arrays).
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from engine import faults
+from engine.results import warn
+
 MANIFEST = "manifest.sha256.json"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,14 +43,19 @@ class Restored:
 def _file_digests(step_dir: Path) -> dict[str, str]:
     digests = {}
     for path in sorted(step_dir.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
+        if path.is_file() and not path.name.startswith(MANIFEST):  # nor its temporary file
             digests[str(path.relative_to(step_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
 
 def write_manifest(step_dir: Path) -> None:
+    digests = json.dumps(_file_digests(step_dir), indent=1, sort_keys=True)
     tmp = step_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(_file_digests(step_dir), indent=1, sort_keys=True))
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(digests)
+        handle.flush()
+        os.fsync(handle.fileno())
+    faults.reached("checkpoint-manifest")
     tmp.replace(step_dir / MANIFEST)  # atomic: a manifest is either whole or absent
 
 
@@ -93,6 +105,7 @@ class CheckpointStore:
             force=True,
         )
         self._unhashed.append(step)
+        faults.reached("checkpoint-save")
 
     def wait(self) -> None:
         """Blocks until every save has committed and has its manifest."""
@@ -114,17 +127,35 @@ class CheckpointStore:
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:
         """The newest step that verifies and restores into `abstract_state`'s structure;
-        None when there is none. Skipped steps are logged with the reason."""
+        None when there is none. Skipped steps are reported with the reason and moved aside
+        (training continues from the step restored and will save the newer steps again)."""
+        unusable = []
+        restored = None
         for step in reversed(self.steps()):
             problem = verify_manifest(self.directory / str(step))
             if problem is None:
                 try:
-                    return self.restore(step, abstract_state)
+                    restored = self.restore(step, abstract_state)
+                    break
                 except Exception as error:  # noqa: BLE001 - any failure means: try an older step
-                    problem = f"restore failed: {type(error).__name__}: {error}"
-            log.warning("checkpoint step %d in %s is unusable (%s); trying an older one",
-                        step, self.directory, problem)
-        return None
+                    problem = f"restore failed: {type(error).__name__}: {_first_line(error)}"
+            self._report_unusable(step, problem)
+            unusable.append(step)
+        for step in unusable:
+            self._move_aside(step)
+        if unusable:
+            where = f"resuming from step {restored.step}" if restored else "no usable checkpoint: starting from step 0"
+            warn(f"{self.directory}: {where}")
+        return restored
+
+    def _report_unusable(self, step: int, problem: str) -> None:
+        warn(f"checkpoint step {step} of {self.directory} is unusable ({problem}); trying an older one")
+
+    def _move_aside(self, step: int) -> None:
+        step_dir = self.directory / str(step)
+        if step_dir.is_dir():
+            step_dir.rename(self.directory / f"unusable-{step}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        self._manager.reload()
 
     def restore(self, step: int, abstract_state: Any) -> Restored:
         restored = self._manager.restore(
@@ -136,7 +167,14 @@ class CheckpointStore:
         return Restored(step=step, state=restored.state, meta=dict(restored.meta))
 
     def latest_verified_step(self) -> int | None:
-        return next((s for s in reversed(self.steps()) if verify_manifest(self.directory / str(s)) is None), None)
+        """The newest step whose files verify (read-only: nothing is moved); steps skipped on
+        the way are reported."""
+        for step in reversed(self.steps()):
+            problem = verify_manifest(self.directory / str(step))
+            if problem is None:
+                return step
+            self._report_unusable(step, problem)
+        return None
 
     def restore_params(self, step: int) -> Any:
         """The parameters saved at `step`, as a nested dict of arrays, without knowing the rest of
@@ -153,6 +191,11 @@ class CheckpointStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else ""
 
 
 def abstract_like(tree: Any) -> Any:

@@ -3,37 +3,66 @@
 runs/<spec name>/results.jsonl   one JSON line per finished run: appended, flushed and fsynced
 runs/<spec name>/results.csv     rebuilt from results.jsonl after every append (atomic replace)
 runs/<spec name>/<run id>/status.json   running | done | failed, the step and the reason
+
+Appends from several `engine run` processes (one machine or a shared filesystem) are serialised
+by a POSIX lock on `.results.lock` (fcntl.lockf: released by the kernel when a holder dies, so a
+killed process never leaves it held). Under the lock: the once-per-run_id check, the repair of a
+torn last line (a writer killed mid-append; nothing else can leave one, as every writer holds the
+lock), one write() of the whole line through O_APPEND, fsync, and the CSV rebuild. A garbled line
+elsewhere (hand edits, a disk error) is reported with its file:line, skipped, and left in place.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+from engine import faults
 
 # The law's inputs first (what `engine fit` reads), then what the engine adds (DESIGN.md section 3).
 CANONICAL_COLUMNS = ("sparsity", "nonzeros", "data", "loss")
 ENGINE_COLUMNS = (
     "run_id", "family", "pattern", "dense_params", "d_model", "steps", "batch_size",
-    "flops_dense", "flops_sparse", "init", "wall_s", "source_run_id", "pretrain_data",
+    "flops_dense", "flops_sparse", "init", "wall_s",
 )
 RESULT_COLUMNS = CANONICAL_COLUMNS + ENGINE_COLUMNS
 
 RunState = Literal["running", "done", "failed"]
 STATUS_FILE = "status.json"  # read back by engine.plan.read_status
+RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".results.lock"
+
+_reported: set[str] = set()  # garbled lines already reported by this process
+
+
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr (shown above a live rich progress display too)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    """Write via a temporary file and rename, so readers see the old or the new file, never half.
+    The temporary name is unique: two processes writing the same file never share it."""
+    descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        faults.reached("file-replace")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def write_status(
@@ -44,36 +73,98 @@ def write_status(
     atomic_write_text(run_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
 
 
-def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every well-formed row of results.jsonl; a torn or garbled line is skipped."""
-    path = sweep_dir / "results.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+def parse_results(path: Path, text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The well-formed rows of a results.jsonl text, and one `file:line: problem` per bad line."""
+    rows, problems = [], []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        unterminated = number == len(lines)  # text after the last newline: an append was cut
         try:
             row = json.loads(line)
-        except ValueError:
+        except ValueError as error:
+            what = "incomplete last line (an append cut short)" if unterminated else f"not JSON ({error})"
+            problems.append(f"{path}:{number}: {what}; skipped: {line[:60]!r}")
             continue
-        if isinstance(row, dict):
-            rows.append(row)
+        if not isinstance(row, dict):
+            problems.append(f"{path}:{number}: not a JSON object; skipped: {line[:60]!r}")
+            continue
+        rows.append(row)
+    return rows, problems
+
+
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every well-formed row of results.jsonl. A torn or garbled line is skipped and reported
+    once per process on stderr with its file:line (the file itself is not changed)."""
+    path = sweep_dir / RESULTS_FILE
+    if not path.is_file():
+        return []
+    rows, problems = parse_results(path, path.read_text(encoding="utf-8", errors="replace"))
+    for problem in problems:
+        if problem not in _reported:
+            _reported.add(problem)
+            warn(problem)
     return rows
 
 
-def append_result(sweep_dir: Path, row: dict[str, Any]) -> None:
-    """Record one finished run. A row for a run_id already recorded replaces nothing: the first
-    result of a run is final (a run is never trained twice)."""
+@contextmanager
+def results_lock(sweep_dir: Path) -> Iterator[None]:
+    """Exclusive lock over the sweep's results files, across processes and hosts (POSIX locks
+    work over NFS); the kernel drops it if the holder dies."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if any(existing.get("run_id") == row["run_id"] for existing in read_results(sweep_dir)):
+    with open(sweep_dir / LOCK_FILE, "a+b") as lock:
+        fcntl.lockf(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that has no newline (a writer killed mid-append, as only lock holders
+    append). Its run has no `done` status, so it is trained or resumed again and re-appended."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
         return
-    path = sweep_dir / "results.jsonl"
-    # A kill mid-append leaves a line without its newline: end it, so the new row stands alone.
-    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(("\n" if torn else "") + json.dumps(row) + "\n")
+    keep = data.rfind(b"\n") + 1
+    line = data.count(b"\n") + 1
+    warn(f"{path}:{line}: removed an incomplete last line (an append cut short): {data[keep:keep + 60]!r}")
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
-    write_results_csv(sweep_dir)
+
+
+def _write_line(path: Path, line: bytes) -> None:
+    """One O_APPEND write() of the whole line, then fsync: concurrent readers and appenders see
+    whole lines. (A fault-injection test may tear it here: see engine/faults.py.)"""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if faults.armed("results-write"):
+            os.write(descriptor, line[: len(line) // 2])
+            os.fsync(descriptor)
+            faults.reached("results-write")
+            os.write(descriptor, line[len(line) // 2:])
+        else:
+            os.write(descriptor, line)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def append_result(sweep_dir: Path, row: dict[str, Any]) -> bool:
+    """Record one finished run; False when its run_id is already recorded (the first result of
+    a run is final: a run is never trained twice, and a result is never rewritten)."""
+    with results_lock(sweep_dir):
+        path = sweep_dir / RESULTS_FILE
+        if path.is_file():
+            _drop_torn_tail(path)
+        if any(existing.get("run_id") == row["run_id"] for existing in read_results(sweep_dir)):
+            return False
+        _write_line(path, (json.dumps(row) + "\n").encode("utf-8"))
+        write_results_csv(sweep_dir)
+    return True
 
 
 def write_results_csv(sweep_dir: Path) -> None:
