@@ -1,0 +1,205 @@
+"""`engine validate --plan`: what only expanding a valid spec's sweep into runs reveals.
+
+Each sweep point is planned (engine.plan, pure Python: no JAX, no tracing) and checked for
+- a `model.nonzeros` target no width reaches within a factor REACH_FACTOR at the point's
+  sparsity (the narrowest model is already too big, or widths in steps of `width_multiple` are
+  too coarse),
+- an n:m pattern whose group size m does not divide the fan_in (axis 0) of every sparsified
+  kernel (engine.sizing.param_shapes, the layout the models use),
+- two sweep points that are the same run (same run id, e.g. two sizes that resolve to one width),
+- an `init: pretrained` source that cannot be resolved (engine.plan.resolve_source: the source
+  spec is missing or invalid, or `where` selects no run or several).
+Each problem is located at the YAML node that sets the field for that point: the value in the
+sweep's list when the field is swept, the field itself otherwise (in an `extends` base if that is
+where it is written).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine import sizing
+from engine.errors import UserError
+from engine.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run
+from engine.sizing import ModelDims
+from spec.experiment import ExperimentSpec
+from spec.init import PretrainedInit
+from spec.issues import Issue, Origin, SpecError
+from spec.loading import apply_override, load_experiment, load_tree
+from spec.sparsity import NmPattern
+from spec.yaml_tree import Located, find
+
+# The planned non-zero count may miss a `model.nonzeros` target by at most this factor either way.
+REACH_FACTOR = 1.5
+
+
+def new_source_cache() -> SourcePlans:
+    """Pretrained source specs planned once per `engine validate` call, shared across files."""
+    return SourcePlans(Path("."))
+
+
+def plan_issues(path: Path, overrides: Sequence[str], sources: SourcePlans) -> list[Issue]:
+    """Every planning problem of a spec file that validates (check it with spec.loading.check_file
+    first: an invalid spec raises SpecError here)."""
+    experiment = load_experiment(path, overrides)
+    tree = load_tree(path)
+    for text in overrides:
+        tree = apply_override(tree, text)
+    all_indices = experiment.sweep.point_indices()
+    issues: list[Issue] = []
+    planned: list[tuple[RunPlan, dict[str, int]]] = []
+    for indices, point in zip(all_indices, experiment.points, strict=True):
+        locate = _Locator(tree, indices)
+        spec = point.spec
+        dims = model_dims(spec.model, spec.sparsity)
+        reach = reach_problem(spec, dims)
+        if reach:
+            issues.append(Issue(locate("model.nonzeros"), reach))
+        nm = nm_problem(spec, dims)
+        if nm:
+            issues.append(Issue(locate("sparsity.pattern.m"), nm))
+        try:
+            planned.append((plan_run(spec, point.coordinates, experiment.spec_dir, sources=sources), indices))
+        except (UserError, SpecError) as error:
+            issues.append(_planning_issue(error, spec, locate))
+    issues += duplicate_issues(planned, tree)
+    return list(dict.fromkeys(issues))  # a problem shared by several points is reported once
+
+
+# --- checks (pure: a concrete run spec and its resolved shape in, a message or None out) ----------
+
+
+def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
+    """Why the chosen width misses the `model.nonzeros` target by more than REACH_FACTOR, or None."""
+    target = spec.model.nonzeros
+    if target is None:
+        return None
+    level = spec.sparsity.level
+    achieved = sizing.nonzeros_at(dims, level)
+    if achieved and max(achieved / target, target / achieved) <= REACH_FACTOR:
+        return None
+    multiple = spec.model.width_multiple
+    head = f"model.nonzeros: {target:g} non-zeros cannot be reached at sparsity {level:g}"
+    if dims.d_model == multiple and achieved > target:
+        return (
+            f"{head}: the narrowest model (d_model {multiple}, the width_multiple) already has {achieved} "
+            f"({achieved / target:.3g}x the target); raise the target or lower width_multiple"
+        )
+    other_width = dims.d_model - multiple if achieved > target else dims.d_model + multiple
+    mlp_ratio = base_fields(spec.model)["mlp_ratio"]
+    other = sizing.nonzeros_at(sizing.scaled_dims(dims, other_width, mlp_ratio), level)
+    return (
+        f"{head} within a factor {REACH_FACTOR:g}: in steps of width_multiple {multiple}, d_model "
+        f"{dims.d_model} has {achieved} and d_model {other_width} has {other}; lower width_multiple"
+    )
+
+
+def _kernel_kind(name: str) -> str:
+    """`encoder/block_3/mlp/fc1/kernel` -> `encoder/block_*/mlp/fc1/kernel`: one entry per layer kind."""
+    return re.sub(r"block_\d+", "block_*", name)
+
+
+def nm_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
+    """Which sparsified kernels an n:m pattern's groups of m cannot tile along fan_in, or None."""
+    pattern = spec.sparsity.pattern
+    if not isinstance(pattern, NmPattern):
+        return None
+    kinds_by_fan_in: dict[int, list[str]] = {}
+    for name, shape in sizing.sparsified_shapes(dims).items():
+        kinds = kinds_by_fan_in.setdefault(shape[0], [])
+        if shape[0] % pattern.m and _kernel_kind(name) not in kinds:
+            kinds.append(_kernel_kind(name))
+    listed = [
+        f"fan_in {fan_in} of {kinds[0]}" + (f" and {len(kinds) - 1} more kernel kinds" if len(kinds) > 1 else "")
+        for fan_in, kinds in kinds_by_fan_in.items() if kinds
+    ]
+    if not listed:
+        return None
+    return (
+        f"sparsity.pattern.m: n:m groups of m={pattern.m} run along each sparsified kernel's fan_in, "
+        f"which m must divide; at d_model {dims.d_model} it does not divide {'; '.join(listed)}"
+    )
+
+
+def duplicate_issues(planned: list[tuple[RunPlan, dict[str, int]]], tree: Located) -> list[Issue]:
+    """Sweep points that describe one run, at the first sweep value where the later point differs."""
+    issues = []
+    first_of: dict[str, tuple[RunPlan, dict[str, int]]] = {}
+    for plan, indices in planned:
+        if plan.run_id not in first_of:
+            first_of[plan.run_id] = (plan, indices)
+            continue
+        first, first_indices = first_of[plan.run_id]
+        axis = next(axis for axis in indices if indices[axis] != first_indices[axis])
+        axes_name = _axes_of(tree, axis)
+        issues.append(Issue(
+            _Locator(tree, indices)(axis),
+            f"sweep.{axes_name}: point {_point(plan.coordinates)} is the same run as point "
+            f"{_point(first.coordinates)} (run id {plan.run_id}, d_model {plan.d_model}); the sweep would train it twice",
+        ))
+    return issues
+
+
+def _planning_issue(error: UserError | SpecError, spec: ExperimentSpec, locate: _Locator) -> Issue:
+    """A planning error: for a pretrained init, at the part of `init.source` the message names."""
+    if not isinstance(spec.init, PretrainedInit):
+        return Issue(locate(""), str(error))
+    if isinstance(error, SpecError):  # the source's own spec is invalid
+        first = error.issues[0]
+        plural = "s" if len(error.issues) > 1 else ""
+        source_spec = getattr(spec.init.source, "spec", "the source spec")
+        message = f"init.source.spec: {source_spec} is not a valid spec ({len(error.issues)} problem{plural}, first: {first})"
+        return Issue(locate("init.source.spec"), message)
+    named = re.match(r"init\.source(?:\.(?:spec|where|path|step))?", str(error))
+    at = named.group(0) if named else "init.source"
+    return Issue(locate(at), str(error), at=at)
+
+
+# --- locating a field of one sweep point in the YAML -------------------------------------------
+
+
+class _Locator:
+    """The origin of the node that sets a dotted field for one sweep point."""
+
+    def __init__(self, tree: Located, indices: dict[str, int]) -> None:
+        self.tree = tree
+        self.indices = indices
+
+    def __call__(self, dotted: str) -> Origin:
+        if not dotted:
+            return Origin(self.tree.origin.file)
+        for axis, values in _axes(self.tree).items():
+            if axis in self.indices and (dotted == axis or dotted.startswith(axis + ".")):
+                rest = dotted[len(axis) + 1 :]
+                return find(values.value[self.indices[axis]], tuple(rest.split(".")) if rest else ())[0].origin
+        return find(self.tree, tuple(dotted.split(".")))[0].origin
+
+
+def _axes(tree: Located) -> dict[str, Located]:
+    """Sweep axis path -> its list node, grid axes then zip axes."""
+    axes: dict[str, Located] = {}
+    sweep = tree.value.get("sweep")
+    for axes_name in ("grid", "zip"):
+        node, _, depth = find(sweep.node, (axes_name,)) if sweep else (None, None, 0)
+        if depth == 1 and isinstance(node.value, dict):
+            axes |= {axis: entry.node for axis, entry in node.value.items()}
+    return axes
+
+
+def _axes_of(tree: Located, axis: str) -> str:
+    sweep = tree.value["sweep"].node
+    grid, _, depth = find(sweep, ("grid",))
+    return "grid" if depth == 1 and axis in grid.value else "zip"
+
+
+def _point(coordinates: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{path}={_compact(value)}" for path, value in coordinates.items()) + "}"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_compact(item)}" for key, item in value.items()) + "}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
