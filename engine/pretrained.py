@@ -87,7 +87,10 @@ def load_params(source: PretrainedSource, params_shape: Any) -> Any:
     check_source(source, params_shape)
     step_dir = _step_dir(source)
     target = {"params": params_shape}
-    restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(sharding=getattr(leaf, "sharding", None)), target)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    restore_args = jax.tree.map(
+        lambda leaf: ocp.ArrayRestoreArgs(sharding=getattr(leaf, "sharding", None) or one_device), target
+    )
     with _quiet_orbax():
         restored = _checkpointer().restore(
             step_dir / STATE_ITEM,

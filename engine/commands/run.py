@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--retry-failed", action="store_true", help="train failed runs again")
     parser.add_argument("--no-report", action="store_true", help="train only; skip the fit and report")
+    parser.add_argument(
+        "--with-deps", action="store_true",
+        help="first run the specs this one needs (pretrained sources, the fits its analyses use); "
+             "without it, a missing dependency stops the command with what to run",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -59,17 +64,34 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 def run(args: argparse.Namespace) -> int:
     from engine.compile_cache import enable_persistent_compile_cache
+
+    enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
+    console = Console(stderr=True)
+    return run_spec(args.spec, args, console, overrides=args.overrides, only=args.only)
+
+
+def run_spec(
+    path: Path, args: argparse.Namespace, console: Console, overrides: list[str], only: list[str],
+    chain: tuple[Path, ...] = (),
+) -> int:
+    """Train what `path` lacks, then fit and report. Dependencies (other specs this one's runs or
+    analyses need) are trained first with --with-deps, else named in a clear stop."""
     from engine.analysis import analyse
     from engine.sweep import train_sweep, write_plan
 
-    runs = plan_experiment(args.spec, args.overrides)
-    selected = select_runs(runs, args.only)
-    enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
-    console = Console(stderr=True)
+    runs = plan_experiment(path, overrides)
+    selected = select_runs(runs, only)
+    code = ensure_dependencies(path, selected, args, console, chain)
+    if code != 0:
+        return code  # a dependency failed or was preempted: its exit code (75 resumes)
+    runs = plan_experiment(path, overrides)  # sources may have been trained just now
+    selected = select_runs(runs, only)
+    check_pretrained_sources(selected)  # before anything of this sweep is written
     sweep_dir = runs[0].run_dir.parent
     write_plan(runs, sweep_dir)
     summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed)
-    console.print(f"trained {summary.trained}, skipped {summary.skipped}, failed {summary.failed}")
+    console.print(f"{runs[0].experiment}: trained {summary.trained}, skipped {summary.skipped}, "
+                  f"failed {summary.failed}")
     if summary.preempted:
         return EXIT_RESUMABLE
     if summary.stopped_early:
@@ -79,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             report_dir = analyse(runs, sweep_dir, console)
         except UserError as error:
-            if not args.only:
+            if not only:
                 raise
             # A partial selection may not have enough finished runs for the law yet.
             console.print(f"fit and report skipped: {error}")
@@ -87,3 +109,41 @@ def run(args: argparse.Namespace) -> int:
         if report_dir is not None:
             console.print(f"report: {report_dir / 'index.html'}")
     return 1 if summary.failed else 0
+
+
+def ensure_dependencies(
+    path: Path, runs: list[RunPlan], args: argparse.Namespace, console: Console, chain: tuple[Path, ...]
+) -> int:
+    """Every spec `runs` need has what they need: trained now (--with-deps) or a UserError saying
+    which command to run. Returns 0, or the exit code of a dependency's run that did not finish."""
+    from engine.dependencies import dependencies_of
+
+    unmet = [(dep, problem) for dep in dependencies_of(runs, analysis=not args.no_report)
+             if (problem := dep.unmet()) is not None]
+    if not unmet:
+        return 0
+    if not args.with_deps:
+        lines = "\n".join(f"  {dep.spec} ({dep.why}): {problem}" for dep, problem in unmet)
+        commands = "\n".join(f"  engine run {dep.spec}" for dep in dict.fromkeys(d for d, _ in unmet))
+        raise UserError(f"{path} needs other specs' results first:\n{lines}\nrun first:\n{commands}\n"
+                        f"or let this command train them: engine run {path} --with-deps")
+    for dep in dict.fromkeys(d.spec for d, _ in unmet):
+        if dep.resolve() in chain:
+            raise UserError(f"{path}: specs depend on each other ({' -> '.join(p.name for p in (*chain, dep))})")
+        console.print(f"[bold]{path} needs {dep}: running it first[/bold]")
+        code = run_spec(dep, args, console, overrides=[], only=[], chain=(*chain, path.resolve()))
+        if code != 0:
+            console.print(f"{dep} did not finish (exit {code}); {path} not started")
+            return code
+    return 0
+
+
+def check_pretrained_sources(runs: list[RunPlan]) -> None:
+    """Each pretrained run's source checkpoint exists, is whole and fits the model: one clear error
+    before anything is written, rather than a failure halfway through the sweep."""
+    import jax
+
+    from engine.models import init_params
+    from engine.pretrained import check_run_sources
+
+    check_run_sources(runs, lambda run: jax.eval_shape(lambda: init_params(run.dims, jax.random.key(0))))
