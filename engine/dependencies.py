@@ -38,10 +38,6 @@ class Dependency:
                 return f"no fitted law yet ({path})"
         return None
 
-    def describe(self, working_dir: Path = Path(".")) -> str:
-        problem = self.unmet(working_dir)
-        return f"{self.spec} ({self.why}): {'ready' if problem is None else problem}"
-
 
 def fit_file(runs: list[RunPlan]) -> Path:
     """The fit.json `engine run` writes for a sweep (relative to the working directory)."""

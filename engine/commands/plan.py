@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from engine.dependencies import dependencies_of
 from engine.plan import RunPlan, plan_experiment, totals
 from spec.issues import SpecError
 
@@ -40,16 +41,24 @@ def run(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         print(f"{args.spec}: invalid spec, {len(error.issues)} error(s)", file=sys.stderr)
         return 1
+    dependencies = [(dep, dep.unmet()) for dep in dependencies_of(plans)]
     if args.json:
         document = {
             "spec": args.spec.as_posix(),
             "name": plans[0].experiment,
             "runs": [plan.to_json() for plan in plans],
             "totals": totals(plans),
+            "dependencies": [
+                {"spec": dep.spec.as_posix(), "why": dep.why, "runs": sorted(dep.run_ids),
+                 "needs_fit": dep.needs_fit, "ready": problem is None, "missing": problem}
+                for dep, problem in dependencies
+            ],
         }
         print(json.dumps(document, indent=2))
     else:
         print(render_table(plans))
+        for dep, problem in dependencies:
+            print(f"depends on {dep.spec} ({dep.why}): {'ready' if problem is None else problem}")
     return 0
 
 
