@@ -79,7 +79,14 @@ _NM_STRING = re.compile(r"^\s*\d+\s*:\s*\d+\s*$")
 class SparsitySpec(SpecModel):
     """Which weights are pruned, to what level, how and when."""
 
-    level: float = Field(ge=0, lt=1, description="Final sparsity S in [0, 1): the fraction of zeros in each sparsified tensor.")
+    level: float = Field(
+        default=None,  # type: ignore[assignment]  # filled in from an n:m pattern, else required
+        ge=0, lt=1,
+        description=(
+            "Final sparsity S in [0, 1): the fraction of zeros in each sparsified tensor. "
+            "May be left out for an n:m pattern, whose level is 1 - n/m."
+        ),
+    )
     pattern: Pattern = Field(
         default_factory=lambda: UnstructuredPattern(kind="unstructured"),
         description="Sparsity pattern: {kind: unstructured} or {kind: nm, n: 2, m: 4}.",
@@ -111,8 +118,22 @@ class SparsitySpec(SpecModel):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _level_from_nm_pattern(cls, data: Any) -> Any:
+        """An n:m pattern fixes the level (1 - n/m), so sweeping patterns needs no level axis."""
+        if isinstance(data, dict) and data.get("level") is None:
+            pattern = data.get("pattern")
+            if isinstance(pattern, dict) and pattern.get("kind") == "nm":
+                n, m = pattern.get("n"), pattern.get("m")
+                if isinstance(n, int) and isinstance(m, int) and 0 < n <= m:
+                    return {**data, "level": 1 - n / m}
+        return data
+
     @model_validator(mode="after")
     def _level_matches_pattern_and_schedule(self) -> SparsitySpec:
+        if self.level is None:
+            raise cross_field_error("level is required (it may be left out only for an n:m pattern)", at="level")
         dense = isinstance(self.schedule, DenseSchedule)
         if dense and self.level != 0:
             raise cross_field_error(f"a dense schedule prunes nothing, so level must be 0, got {self.level}", at="level")
