@@ -15,6 +15,7 @@ from engine import models
 from engine.data import build_source
 from engine.errors import UserError
 from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
+from engine.parallel import build_layout
 from engine.plan import RunPlan, source_settings
 from engine.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
@@ -131,4 +132,5 @@ def build_setup(run: RunPlan) -> RunSetup:
         checkpoint_every=policy.checkpoint_every,
         keep_checkpoints=policy.keep,
         load_params=load_params,
+        layout=build_layout(run.spec.parallelism, params_shape, run.batch_size, where),
     )

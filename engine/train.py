@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from engine.checkpoint import CheckpointStore, abstract_like
+from engine.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
+from engine.parallel import Layout, is_primary_process, shard_batch, single_device_layout, state_shardings, with_shardings
 from engine.results import write_status
 from engine.sizing import ModelDims
 
@@ -53,6 +54,8 @@ class RunSetup:
     log_every: int = 10
     # Where parameters start: None draws them from `seed`; `init: pretrained` loads a source's.
     load_params: Callable[[], Params] | None = None
+    # Which devices hold what (engine/parallel.py); by default the first device holds everything.
+    layout: Layout = field(default_factory=single_device_layout)
 
 
 class RunDiverged(Exception):
@@ -122,6 +125,22 @@ def initial_state(setup: RunSetup) -> TrainState:
     return TrainState(jnp.zeros([], jnp.int32), params, setup.optimizer.init(params))
 
 
+def abstract_state(setup: RunSetup) -> tuple[TrainState, TrainState]:
+    """(shapes and dtypes of the state, with the shardings the run's layout gives each leaf, and
+    those shardings). Loaded params have a random init's shapes, so no loading happens here."""
+    shapes = jax.eval_shape(lambda: initial_state(replace(setup, load_params=None)))
+    shardings = state_shardings(shapes, shapes.params, setup.layout)
+    return with_shardings(shapes, shardings), shardings
+
+
+def place_initial_state(setup: RunSetup, shardings: TrainState) -> TrainState:
+    """The fresh state, created directly in its layout (no device ever holds a whole sharded
+    tensor); loaded parameters are laid out as they arrive."""
+    if setup.load_params is not None:
+        return jax.device_put(initial_state(setup), shardings)
+    return jax.jit(lambda: initial_state(setup), out_shardings=shardings)()
+
+
 def evaluate(
     eval_step: Callable[[Params, Batch], dict[str, jax.Array]], params: Params, batches: list[Batch]
 ) -> float:
@@ -170,33 +189,40 @@ def train_run(
     records the failure) and RunPreempted after saving a checkpoint when SIGTERM arrives."""
     started = time.perf_counter()
     store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
-    # Resuming is not an init: a run with its own checkpoints continues from them.
-    # The restore target's shapes come from a random init: loaded params have the same shapes.
-    restored = store.restore_latest(jax.eval_shape(lambda: initial_state(replace(setup, load_params=None))))
+    # Resuming is not an init: a run with its own checkpoints continues from them, laid out on
+    # this run's mesh whatever mesh saved them.
+    target, shardings = abstract_state(setup)
+    restored = store.restore_latest(target)
     resumed_from = None
     if restored is not None:
         state, resumed_from = restored.state, restored.step
     else:
-        state = initial_state(setup)
+        state = place_initial_state(setup, shardings)
     start = int(state.step)
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+    primary = is_primary_process()  # one process writes metrics and status; all of them train
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if primary else None
+    layout = setup.layout
     step_fn = jax.jit(
-        lambda s, b: train_step(s, b, setup.loss_fn, setup.optimizer), donate_argnums=0
+        lambda s, b: train_step(s, b, setup.loss_fn, setup.optimizer),
+        in_shardings=(shardings, layout.batch_sharding),
+        out_shardings=(shardings, layout.replicated),
+        donate_argnums=0,
     )
-    eval_step = jax.jit(setup.metrics_fn)
-    eval_batches = setup.data.eval_batches()
+    eval_step = jax.jit(setup.metrics_fn, out_shardings=layout.replicated)
+    eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
 
     def checkpoint(step: int) -> None:
         # A copy: the async save reads these buffers while the next step donates the originals.
         store.save(step, jax.tree.map(jnp.copy, state), {"step": step})
-        write_status(run_dir, "running", step)
+        if primary:
+            write_status(run_dir, "running", step)
 
     with _SigtermFlag() as sigterm:
         try:
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, setup.steps):
-                state, loss = step_fn(state, setup.data.batch(step))
+                state, loss = step_fn(state, shard_batch(setup.data.batch(step), layout))
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
@@ -213,7 +239,8 @@ def train_run(
                     window_start, window_steps = time.perf_counter(), 0
                     if evaluate_now:
                         record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
-                    log.write(record)
+                    if log is not None:
+                        log.write(record)
                     if on_progress is not None:
                         on_progress(done, losses[-1][1])
                 if sigterm.raised and done != setup.steps:
@@ -238,7 +265,7 @@ def train_run(
 def final_params(run_dir: Path, setup: RunSetup) -> tuple[int, Params]:
     """The parameters of the newest verified checkpoint (for inspection and tests)."""
     with CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints) as store:
-        restored = store.restore_latest(abstract_like(initial_state(setup)))
+        restored = store.restore_latest(abstract_state(setup)[0])
     if restored is None:
         raise FileNotFoundError(f"no usable checkpoint under {run_dir / 'checkpoints'}")
     return restored.step, jax.tree.map(np.asarray, restored.state.params)
