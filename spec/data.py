@@ -144,7 +144,14 @@ class DataSpec(SpecModel):
     """The data source and the training budget."""
 
     source: DataSource = Field(description="Where examples come from.")
-    steps: int = Field(gt=0, description="Training steps. D = steps x batch_size examples (x seq_len tokens for language models).")
+    steps: int = Field(
+        default=None,  # type: ignore[assignment]  # required unless init.budget_fraction sets it
+        gt=0,
+        description=(
+            "Training steps. D = steps x batch_size examples (x seq_len tokens for language models). "
+            "Left out for a pretrained run whose init.budget_fraction sets it from the source's steps."
+        ),
+    )
     batch_size: int = Field(gt=0, description="Examples per training step.")
     eval_every: int = Field(gt=0, description="Steps between validation evaluations.")
     on_exhausted: Literal["refuse", "warn"] = Field(

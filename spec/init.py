@@ -60,8 +60,8 @@ class PretrainedInit(SpecModel):
         default=None,
         gt=0,
         description=(
-            "This run's length as a fraction of the source's training steps, for reporting the "
-            "pretraining share (the paper: 0.056). Informational; data.steps sets the length."
+            "This run's length as a fraction of the source's training steps (the paper: 0.056): "
+            "steps = round(fraction x source steps), given instead of data.steps."
         ),
     )
 
