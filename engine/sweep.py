@@ -2,6 +2,16 @@
 
 Runs are independent: each one resumes from its own checkpoints, records its status, and appends
 one row to the sweep's results when it finishes. A finished run is never trained again.
+
+Per run, in order (RELIABILITY.md says what each step promises):
+1. claim it (engine/claims.py): a run held by a live process is skipped, a dead holder's claim
+   is taken over; the status is read again under the claim (another process may have finished it);
+2. before any run trains, partial runs are checked for spec drift (engine/drift.py);
+3. train (engine/train.py); a NaN/inf loss marks the run failed with its step and reason and the
+   sweep continues or stops per `run.failure_policy`;
+4. append the result (engine/results.py, once per run id), then mark the run done.
+A disk error (full, unwritable) stops the sweep with one clear line; the last complete checkpoint
+of the run is kept and the same command resumes it.
 """
 
 from __future__ import annotations
@@ -9,20 +19,25 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from io import StringIO
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 from ruamel.yaml import YAML
 
+from engine import claims, faults
 from engine.build import build_setup
-from engine.plan import RunPlan
-from engine.results import append_result, atomic_write_text, write_status
-from engine.train import RunDiverged, RunPreempted, train_run
+from engine.drift import drift, run_record
+from engine.errors import UserError
+from engine.plan import RunPlan, read_status
+from engine.results import append_result, atomic_write_text, warn, write_status
+from engine.train import RunDiverged, RunPreempted, RunSetup, train_run
 
 
 @dataclass
@@ -30,9 +45,11 @@ class SweepSummary:
     trained: int = 0
     skipped: int = 0
     failed: int = 0
+    busy: int = 0  # held by another live `engine run` process
     stopped_early: bool = False
     preempted: bool = False  # SIGTERM: the current run is checkpointed, the sweep stops
     report_dir: Path | None = None
+    failures: list[str] = field(default_factory=list)  # "run <id>: <reason>", for the summary
 
 
 def result_row(run: RunPlan, loss: float, wall_s: float) -> dict:
@@ -44,21 +61,17 @@ def result_row(run: RunPlan, loss: float, wall_s: float) -> dict:
         "batch_size": run.batch_size, "flops_dense": run.flops_dense,
         "flops_sparse": run.flops_sparse, "init": run.init, "wall_s": round(wall_s, 3),
         "coordinates": run.coordinates,
-        # Pruned pretrained runs: the source and its training data (Table 4's pretraining cost).
-        "source_run_id": run.source.run_id if run.source else None,
-        "pretrain_data": run.source.data if run.source else None,
     }
 
 
 def write_run_spec(run: RunPlan) -> None:
-    """<run>/spec.yaml: the resolved spec of this run, for the record and for drift checks."""
+    """<run>/spec.yaml: the resolved spec of this run and its data files' hashes, for the record
+    and for drift checks (engine/drift.py)."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     yaml.default_flow_style = False
-    document = {"run_id": run.run_id, "coordinates": run.coordinates, "dims": asdict(run.dims),
-                "spec": run.spec.model_dump(mode="json", exclude={"sweep"})}
     buffer = StringIO()
-    yaml.dump(document, buffer)
+    yaml.dump(run_record(run), buffer)
     atomic_write_text(run.run_dir / "spec.yaml", buffer.getvalue())
 
 
@@ -70,59 +83,168 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def disk_error(error: OSError, where: str) -> UserError:
+    """One line for a failed disk operation: what, where, and that nothing complete was lost."""
+    target = f" {error.filename}" if error.filename else ""
+    return UserError(
+        f"{where}: disk error{target}: {error.strerror or error}; the last complete checkpoint "
+        "and all recorded results are kept (the same `engine run` resumes once this is fixed)"
+    )
+
+
 def write_plan(runs: list[RunPlan], sweep_dir: Path) -> None:
     """<sweep>/plan.json: the whole expanded grid, what `engine plan --json` lists."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / "plan.json", json.dumps([r.to_json() for r in runs], indent=1))
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sweep_dir / "plan.json", json.dumps([r.to_json() for r in runs], indent=1))
+    except OSError as error:
+        raise disk_error(error, f"output directory {sweep_dir}") from None
+
+
+def check_drift(runs: list[RunPlan], allow_drift: bool, console: Console) -> None:
+    """Refuse (UserError) when a run about to resume was started from another recipe."""
+    refusals = []
+    for run in runs:
+        if run.status.state not in ("partial", "failed"):
+            continue
+        lines, note = drift(run)
+        if note:
+            console.print(f"run {run.run_id}: {note}")
+        if not lines:
+            continue
+        listing = "\n".join(f"  {line}" for line in lines)
+        if allow_drift:
+            warn(f"run {run.run_id} resumes although its spec drifted (--allow-drift):\n{listing}")
+        else:
+            refusals.append(f"run {run.run_id} ({run.run_dir}/spec.yaml -> now):\n{listing}")
+    if refusals:
+        raise UserError(
+            "spec drift: these partial runs were started from another recipe; resuming would mix "
+            "two trainings. Start them over (delete their directories) or pass --allow-drift:\n"
+            + "\n".join(refusals)
+        )
+
+
+class _PoisonedData:
+    """Test-only (ENGINE_TEST_NAN_AT, engine/faults.py): the data of `setup` plus a per-example
+    `poison` column, NaN at one step, that the wrapped loss multiplies in, so the run diverges
+    there (parameters turn NaN too, as in a real divergence)."""
+
+    def __init__(self, data, step: int) -> None:
+        self._data, self._step = data, step
+        self.examples_per_step, self.units_per_example = data.examples_per_step, data.units_per_example
+        self.available_examples, self.fingerprint = data.available_examples, data.fingerprint
+
+    def batch(self, step: int) -> dict:
+        value = np.nan if step + 1 == self._step else 0.0
+        return {**self._data.batch(step), "poison": np.full(self.examples_per_step, value, np.float32)}
+
+    def eval_batches(self) -> list:
+        return self._data.eval_batches()
+
+
+def _with_injected_nan(setup: RunSetup, run_id: str) -> RunSetup:
+    step = faults.nan_step(run_id)
+    if step is None:
+        return setup
+    loss_fn = setup.loss_fn
+
+    def loss(params, batch):
+        batch = dict(batch)
+        poison = batch.pop("poison")
+        return loss_fn(params, batch) * (1.0 + jnp.sum(poison))
+
+    return replace(setup, loss_fn=loss, data=_PoisonedData(setup.data, step))
 
 
 def train_sweep(
-    runs: list[RunPlan], sweep_dir: Path, console: Console, retry_failed: bool = False
+    runs: list[RunPlan], sweep_dir: Path, console: Console, retry_failed: bool = False,
+    allow_drift: bool = False,
 ) -> SweepSummary:
     summary = SweepSummary()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in runs if r.status.state != "done" and (retry_failed or r.status.state != "failed")]
+    todo = [r for r in runs if _wanted(r.status.state, retry_failed)]
     summary.skipped = len(runs) - len(todo)
     if summary.skipped:
         console.print(f"{summary.skipped} of {len(runs)} runs already done or failed: skipped")
-    failure_policy = runs[0].spec.run.failure_policy if runs else "continue"
+    check_drift(todo, allow_drift, console)
     with _progress(console) as progress:
         sweep_task = progress.add_task("sweep", total=len(todo), info="")
         for index, run in enumerate(todo):
             label = (f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} "
                      f"S={run.sparsity:g} steps={run.steps}")
-            run_task = progress.add_task(label, total=run.steps, info="")
-            started = time.perf_counter()
-
-            def on_progress(step: int, loss: float, _task=run_task, _start=started) -> None:
-                rate = step / max(time.perf_counter() - _start, 1e-9)
-                progress.update(_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
-
-            setup = build_setup(run)
-            write_run_spec(run)
-            write_status(run.run_dir, "running", run.status.step or 0)  # a resumed run keeps its step
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    outcome = train_run(setup, run.run_dir, on_progress)
-            except RunPreempted as preempted:
-                console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
-                summary.preempted = True
-                break
-            except RunDiverged as diverged:
-                write_status(run.run_dir, "failed", diverged.step, str(diverged))
-                console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")
-                summary.failed += 1
-                progress.remove_task(run_task)
-                if failure_policy == "fail_fast":
-                    summary.stopped_early = True
-                    break
+                held = claims.claim(run.run_dir, step=run.status.step)
+            except OSError as error:
+                raise disk_error(error, f"run {run.run_id}") from None
+            if held is None:
+                console.print(f"run {run.run_id}: being trained by "
+                              f"{claims.describe(claims.current_holder(run.run_dir))}; skipped")
+                summary.busy += 1
                 progress.advance(sweep_task)
                 continue
-            append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
-            write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
-            progress.remove_task(run_task)
+            try:
+                outcome = _train_claimed(run, held, label, progress, console, summary, retry_failed)
+            finally:
+                claims.release(held)
             progress.advance(sweep_task)
-            progress.update(sweep_task, info=f"last {run.run_id}: loss {outcome.final_eval_loss:.4f}")
-            summary.trained += 1
+            if outcome == "stop":
+                break
+    for failure in summary.failures:
+        console.print(f"[red]failed[/red] {failure}")
     return summary
+
+
+def _wanted(state: str, retry_failed: bool) -> bool:
+    return state != "done" and (retry_failed or state != "failed")
+
+
+def _train_claimed(
+    run: RunPlan, held: claims.Claim, label: str, progress: Progress, console: Console,
+    summary: SweepSummary, retry_failed: bool,
+) -> str:
+    """Train one claimed run; "stop" when the sweep must not go on."""
+    status = read_status(run.run_dir)  # under the claim: another process may have finished it
+    if not _wanted(status.state, retry_failed):
+        console.print(f"run {run.run_id}: {status.describe()} meanwhile (another process); skipped")
+        summary.skipped += 1
+        return "next"
+    run_task = progress.add_task(label, total=run.steps, info="")
+    started = time.perf_counter()
+
+    def on_progress(step: int, loss: float) -> None:
+        rate = step / max(time.perf_counter() - started, 1e-9)
+        progress.update(run_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
+
+    try:
+        setup = _with_injected_nan(build_setup(run), run.run_id)
+        write_run_spec(run)
+        write_status(run.run_dir, "running", status.step or 0)  # a resumed run keeps its step
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            outcome = train_run(setup, run.run_dir, on_progress)
+        if held.lost:
+            warn(f"run {run.run_id}: another process took over its claim while it trained; "
+                 "its result is left to that process")
+            return "next"
+        append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
+        write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+    except RunPreempted as preempted:
+        console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
+        summary.preempted = True
+        return "stop"
+    except RunDiverged as diverged:
+        write_status(run.run_dir, "failed", diverged.step, str(diverged))
+        summary.failed += 1
+        summary.failures.append(f"run {run.run_id} at step {diverged.step}: {diverged}")
+        console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")
+        progress.remove_task(run_task)
+        if run.spec.run.failure_policy == "fail_fast":
+            summary.stopped_early = True
+            return "stop"
+        return "next"
+    except OSError as error:
+        raise disk_error(error, f"run {run.run_id}") from None
+    progress.remove_task(run_task)
+    progress.update(progress.task_ids[0], info=f"last {run.run_id}: loss {outcome.final_eval_loss:.4f}")
+    summary.trained += 1
+    return "next"

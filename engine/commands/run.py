@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="train failed runs again")
     parser.add_argument("--no-report", action="store_true", help="train only; skip the fit and report")
     parser.add_argument(
+        "--allow-drift", action="store_true",
+        help="resume partial runs even when their stored spec.yaml or data files differ from now "
+             "(default: refuse with the differences, see RELIABILITY.md)",
+    )
+    parser.add_argument(
         "--with-deps", action="store_true",
         help="first run the specs this one needs (pretrained sources, the fits its analyses use); "
              "without it, a missing dependency stops the command with what to run",
@@ -89,7 +94,8 @@ def run_spec(
     check_pretrained_sources(selected)  # before anything of this sweep is written
     sweep_dir = runs[0].run_dir.parent
     write_plan(runs, sweep_dir)
-    summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed)
+    summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed,
+                          allow_drift=args.allow_drift)
     console.print(f"{runs[0].experiment}: trained {summary.trained}, skipped {summary.skipped}, "
                   f"failed {summary.failed}")
     if summary.preempted:
@@ -97,7 +103,9 @@ def run_spec(
     if summary.stopped_early:
         console.print("stopped at the first failure (run.failure_policy: fail_fast)")
         return 1
-    if not args.no_report:
+    if summary.busy:  # other processes are still training some runs: they fit when done
+        console.print(f"fit and report skipped: {summary.busy} runs are being trained by other processes")
+    elif not args.no_report:
         try:
             report_dir = analyse(runs, sweep_dir, console)
         except UserError as error:
