@@ -1,0 +1,104 @@
+"""`engine validate --plan`: what only expanding the sweep reveals, one fixture per problem, each
+reported at the YAML node that sets the field for the offending sweep point."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.commands.validate import check_paths
+from engine.validate_plan import REACH_FACTOR
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = Path(__file__).parent / "fixtures" / "specs" / "plan"
+
+
+def validate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict]]:
+    code = main(["validate", "--plan", "--format", "json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_fixtures_are_valid_without_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(PLAN)]) == 0, capsys.readouterr().out
+
+
+def test_unreachable_nonzeros_target_at_its_sweep_value(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "unreachable_size.yaml"))
+    assert code == 1
+    assert (issue["file"], issue["line"], issue["column"], issue["path"]) == (
+        str(PLAN / "unreachable_size.yaml"), 8, 22, "model.nonzeros")  # the 500 in the grid's list
+    assert issue["message"].startswith("model.nonzeros: 500 non-zeros cannot be reached at sparsity 0: "
+                                       "the narrowest model (d_model 64, the width_multiple) already has ")
+
+
+def test_widths_too_coarse_for_a_target(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "unreachable_size.yaml"), "--set", "model.width_multiple=16",
+                             "--set", "sweep.grid.model.nonzeros=[6000]")
+    assert code == 1
+    message = issue["message"]
+    assert f"6000 non-zeros cannot be reached at sparsity 0 within a factor {REACH_FACTOR:g}" in message
+    below, above = (int(message.split(f"d_model {width} has ")[1].split()[0].rstrip(";")) for width in (16, 32))
+    assert below * REACH_FACTOR < 6000 < above / REACH_FACTOR  # neither neighbour is close enough
+
+
+def test_nm_group_must_divide_fan_in(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "nm_fan_in.yaml"))
+    assert code == 1
+    assert (issue["line"], issue["column"], issue["path"]) == (10, 32, "sparsity.pattern.m")  # m: 8
+    assert "at d_model 20 it does not divide fan_in 20 of decoder/block_*/attn/query/kernel" in issue["message"]
+    # A width that m divides everywhere is fine.
+    assert validate(capsys, str(PLAN / "nm_fan_in.yaml"), "--set", "model.d_model=24") == (0, [])
+
+
+def test_duplicate_runs_at_the_later_point(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "duplicate_runs.yaml"))
+    assert code == 1
+    assert (issue["line"], issue["column"]) == (6, 28)  # the 2100 in [2000, 2100]
+    assert issue["message"].startswith(
+        "sweep.grid: point {model.nonzeros=2100} is the same run as point {model.nonzeros=2000} (run id ")
+
+
+def test_pretrained_source_selecting_no_run(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "pretrained_no_run.yaml"))
+    assert code == 1
+    assert (issue["line"], issue["column"], issue["path"]) == (12, 12, "init.source.where")
+    assert "matches no run of" in issue["message"] and "source.yaml" in issue["message"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("init.source.where={model.nonzeros: 2000}", "matches 2 runs of"),
+        ("init.source.spec=nope.yaml", "nope.yaml does not exist"),
+        ("init.source.spec=../bad/wrong_type.yaml", "../bad/wrong_type.yaml is not a valid spec (1 problem, first: "),
+    ],
+)
+def test_pretrained_source_problems(override: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "pretrained_no_run.yaml"), "--set", override)
+    assert code == 1 and expected in issue["message"]
+    assert issue["path"].startswith("init.source")
+
+
+def test_pretrained_source_selecting_one_run_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    where = "init.source.where={model.nonzeros: 2000, data.steps: 20}"
+    assert validate(capsys, str(PLAN / "pretrained_no_run.yaml"), "--set", where) == (0, [])
+
+
+def test_text_output_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--plan", str(PLAN)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "5 spec files checked, 1 valid, 4 errors"
+    assert lines[0].startswith(f"{PLAN / 'duplicate_runs.yaml'}:6:28: sweep.grid: point ")
+
+
+def test_repository_examples_plan_cleanly_and_fast() -> None:
+    started = time.process_time()
+    issues, checked, valid = check_paths([ROOT / "experiments"], [], with_plan=True)
+    spent = time.process_time() - started
+    assert (issues, checked) == ([], valid)
+    assert checked >= 6
+    assert spent < 10, f"--plan over experiments/ took {spent:.1f} s of CPU"
