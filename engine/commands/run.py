@@ -15,6 +15,7 @@ from rich.console import Console
 from ruamel.yaml import YAML
 
 from engine.errors import UserError
+from engine.executors import EXECUTORS, ExecutorOptions, execute, select_run_ids
 from engine.plan import RunPlan, plan_experiment
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; run the same command again
@@ -47,6 +48,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="first run the specs this one needs (pretrained sources, the fits its analyses use); "
              "without it, a missing dependency stops the command with what to run",
     )
+    parser.add_argument(
+        "--run-id", dest="run_ids", action="append", default=[], metavar="ID",
+        help="train only this run (an id from `engine plan`; repeatable)",
+    )
+    parser.add_argument(
+        "--executor", choices=EXECUTORS, default="local",
+        help="where runs train: local (here, one after another), ray (one Ray task per run), "
+             "slurm (a SLURM job array through submitit); see README 'Scaling out'",
+    )
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="Ray cluster to use with --executor ray (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument(
+        "--slurm-option", dest="slurm_options", action="append", default=[], metavar="KEY=VALUE",
+        help="submitit parameter for --executor slurm, e.g. slurm_partition=gpu (repeatable)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -69,7 +85,9 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 def run(args: argparse.Namespace) -> int:
     from engine.compile_cache import enable_persistent_compile_cache
+    from engine.parallel import initialize_distributed
 
+    initialize_distributed()  # a multi-host run joins its cluster before any other JAX call
     enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
     console = Console(stderr=True)
     return run_spec(args.spec, args, console, overrides=args.overrides, only=args.only)
@@ -82,7 +100,7 @@ def run_spec(
     """Train what `path` lacks, then fit and report. Dependencies (other specs this one's runs or
     analyses need) are trained first with --with-deps, else named in a clear stop."""
     from engine.analysis import analyse
-    from engine.sweep import train_sweep, write_plan
+    from engine.sweep import write_plan
 
     runs = plan_experiment(path, overrides)
     selected = select_runs(runs, only)
@@ -91,11 +109,14 @@ def run_spec(
         return code  # a dependency failed or was preempted: its exit code (75 resumes)
     runs = plan_experiment(path, overrides)  # sources may have been trained just now
     selected = select_runs(runs, only)
+    run_ids = args.run_ids if not chain else []  # --run-id names runs of the spec on the command line
+    selected = select_run_ids(selected, run_ids)
     check_pretrained_sources(selected)  # before anything of this sweep is written
     sweep_dir = runs[0].run_dir.parent
     write_plan(runs, sweep_dir)
-    summary = train_sweep(selected, sweep_dir, console, retry_failed=args.retry_failed,
-                          allow_drift=args.allow_drift)
+    summary = execute(args.executor, selected, path, overrides, console,
+                      {"retry_failed": args.retry_failed, "allow_drift": args.allow_drift},
+                      ExecutorOptions(args.ray_address, slurm_options(args.slurm_options)))
     console.print(f"{runs[0].experiment}: trained {summary.trained}, skipped {summary.skipped}, "
                   f"failed {summary.failed}")
     if summary.preempted:
@@ -109,7 +130,7 @@ def run_spec(
         try:
             report_dir = analyse(runs, sweep_dir, console)
         except UserError as error:
-            if not only:
+            if not only and not run_ids:
                 raise
             # A partial selection may not have enough finished runs for the law yet.
             console.print(f"fit and report skipped: {error}")
@@ -117,6 +138,17 @@ def run_spec(
         if report_dir is not None:
             console.print(f"report: {report_dir / 'index.html'}")
     return 1 if summary.failed else 0
+
+
+def slurm_options(pairs: list[str]) -> dict[str, object]:
+    """--slurm-option KEY=VALUE pairs, values read as YAML scalars (60 is a number)."""
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--slurm-option {pair}: expected KEY=VALUE", exit_code=2)
+        options[key] = YAML(typ="safe").load(raw)
+    return options
 
 
 def ensure_dependencies(
