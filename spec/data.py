@@ -151,9 +151,10 @@ class DataSpec(SpecModel):
             "Training steps. D = steps x batch_size examples (x seq_len tokens for language models). "
             "Left out for a pretrained run whose init.budget_fraction sets it from the source's steps."
         ),
+        examples=[600],
     )
-    batch_size: int = Field(gt=0, description="Examples per training step.")
-    eval_every: int = Field(gt=0, description="Steps between validation evaluations.")
+    batch_size: int = Field(gt=0, description="Examples per training step.", examples=[32])
+    eval_every: int = Field(gt=0, description="Steps between validation evaluations.", examples=[100])
     on_exhausted: Literal["refuse", "warn"] = Field(
         default="refuse",
         description=(

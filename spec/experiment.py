@@ -23,6 +23,7 @@ class ExperimentSpec(SpecModel):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Experiment name; outputs go to <run.output_dir>/<name>/. Letters, digits, '.', '_', '-'.",
+        examples=["vit_sweep"],
     )
     extends: str | None = Field(
         default=None,

@@ -96,9 +96,9 @@ _WIDTH_MULTIPLE_DOC = "d_model is a multiple of this (e.g. the head count, or 12
 class _SizedModel(SpecModel):
     """Fields and checks shared by every family."""
 
-    nonzeros: float | None = Field(default=None, gt=0, description=_NONZEROS_DOC)
-    d_model: PositiveInt | None = Field(default=None, description=_D_MODEL_DOC)
-    width_multiple: PositiveInt = Field(default=1, description=_WIDTH_MULTIPLE_DOC)
+    nonzeros: float | None = Field(default=None, gt=0, description=_NONZEROS_DOC, examples=[20000, 4.2e7])
+    d_model: PositiveInt | None = Field(default=None, description=_D_MODEL_DOC, examples=[768])
+    width_multiple: PositiveInt = Field(default=1, description=_WIDTH_MULTIPLE_DOC, examples=[8, 128])
 
     @model_validator(mode="after")
     def _size_and_base_complete(self) -> _SizedModel:

@@ -86,10 +86,12 @@ class SparsitySpec(SpecModel):
             "Final sparsity S in [0, 1): the fraction of zeros in each sparsified tensor. "
             "May be left out for an n:m pattern, whose level is 1 - n/m."
         ),
+        examples=[0.5, 0.75, 0.875],
     )
     pattern: Pattern = Field(
         default_factory=lambda: UnstructuredPattern(kind="unstructured"),
         description="Sparsity pattern: {kind: unstructured} or {kind: nm, n: 2, m: 4}.",
+        examples=[{"kind": "unstructured"}, {"kind": "nm", "n": 2, "m": 4}],
     )
     targets: Literal["backbone", "backbone_and_embeddings"] = Field(
         default="backbone",
@@ -101,6 +103,7 @@ class SparsitySpec(SpecModel):
     schedule: Schedule = Field(
         default_factory=lambda: GmpSchedule(kind="gmp"),
         description="When the sparsity appears: gmp (default 0.25 to 0.75, every 100 steps), oneshot, or dense.",
+        examples=[{"kind": "gmp", "start": 0.25, "end": 0.75, "interval": 100}, {"kind": "oneshot", "at": 0.5}],
     )
 
     @field_validator("pattern", mode="before")

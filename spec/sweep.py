@@ -30,6 +30,7 @@ class SweepSpec(SpecModel):
             "Dotted field path -> list of values; every combination is a run, "
             "e.g. {model.nonzeros: [5000, 10000], sparsity.level: [0, 0.5]}."
         ),
+        examples=[{"model.nonzeros": [5000, 10000], "sparsity.level": [0.0, 0.5], "data.steps": [150, 300]}],
     )
     zip: dict[str, Axis] = Field(
         default_factory=dict,
@@ -37,6 +38,8 @@ class SweepSpec(SpecModel):
             "Dotted field path -> list of values, all lists of equal length; the i-th values go "
             "together, e.g. {sparsity.pattern: [{kind: nm, n: 2, m: 4}, ...], sparsity.level: [0.5, ...]}."
         ),
+        examples=[{"sparsity.pattern": [{"kind": "nm", "n": 2, "m": 4}, {"kind": "nm", "n": 1, "m": 4}],
+                   "sparsity.level": [0.5, 0.75]}],
     )
 
     @model_validator(mode="after")

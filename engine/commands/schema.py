@@ -16,7 +16,10 @@ from engine.errors import UserError
 from spec.experiment import ExperimentSpec
 
 DEFAULT_OUTPUT = Path("schemas") / "experiment.schema.json"
-SCHEMA_ID = "urn:sparse-scaling-engine:schemas:experiment"
+# A stable identifier naming the project, not a location: editors are pointed at the file itself
+# (a `# yaml-language-server: $schema=<path or URL>` line, or their YAML plugin's settings).
+SCHEMA_ID = "https://sparse-scaling-engine.dev/schemas/experiment.schema.json"
+SCHEMA_TITLE = "sparse-scaling-engine experiment spec"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def experiment_schema() -> dict[str, Any]:
     schema = ExperimentSpec.model_json_schema(mode="validation")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID} | schema
+    header = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, "title": SCHEMA_TITLE}
+    return header | {key: value for key, value in schema.items() if key != "title"}
 
 
 def schema_text() -> str:
