@@ -16,8 +16,10 @@ A checkpoint holds two items: `state` (params, optimizer state with masks, step:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -31,6 +33,38 @@ from engine import faults
 from engine.results import warn
 
 MANIFEST = "manifest.sha256.json"
+# How the file system's refusals read inside Orbax/TensorStore errors (a ValueError from a thread).
+_DISK_ERRORS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                "Permission denied": errno.EACCES, "Read-only file system": errno.EROFS}
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission): an OSError the sweep turns
+    into one line. The steps committed before it are untouched."""
+
+
+def _as_disk_error(error: Exception, step_dir: Path) -> OSError | None:
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    for phrase, code in _DISK_ERRORS.items():
+        if phrase in text:
+            return CheckpointWriteError(code, f"checkpoint {step_dir.name} not written: {phrase}", str(step_dir))
+    return None
+
+
+class _QuietDiskErrors(logging.Filter):
+    """Drops Orbax's background-thread error logs (whole tracebacks with TensorStore specs) about
+    full or unwritable disks: the main thread reports the same failure in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return not any(phrase in text for phrase in _DISK_ERRORS)
+
+
+_quiet = _QuietDiskErrors()
 
 
 @dataclass(frozen=True)
@@ -92,18 +126,22 @@ class CheckpointStore:
             self.directory, options=options, item_names=("state", "meta")
         )
         self._unhashed: list[int] = []
+        logging.getLogger("absl").addFilter(_quiet)
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Starts saving `state` at `step` in the background; manifests of earlier saves are
         written first (their commit is awaited, which Orbax does before a new save anyway)."""
         self._finish_manifests()
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+        except Exception as error:
+            raise self._disk_error_or(error, step) from None
         self._unhashed.append(step)
         faults.reached("checkpoint-save")
 
@@ -114,7 +152,11 @@ class CheckpointStore:
     def _finish_manifests(self) -> None:
         if not self._unhashed:
             return
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:
+            failed, self._unhashed = self._unhashed[-1], []
+            raise self._disk_error_or(error, failed) from None
         for step in self._unhashed:
             step_dir = self.directory / str(step)
             if step_dir.is_dir():  # max_to_keep may already have removed it
@@ -182,9 +224,15 @@ class CheckpointStore:
         restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return restored.state["params"]
 
+    def _disk_error_or(self, error: Exception, step: int) -> Exception:
+        disk = _as_disk_error(error, self.directory / str(step))
+        return disk if disk is not None else error
+
     def close(self) -> None:
-        self._finish_manifests()
-        self._manager.close()
+        try:
+            self._finish_manifests()
+        finally:
+            self._manager.close()  # also after a failed save: joins Orbax's threads
 
     def __enter__(self) -> CheckpointStore:
         return self
