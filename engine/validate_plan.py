@@ -26,7 +26,7 @@ from engine.errors import UserError
 from engine.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run
 from engine.sizing import ModelDims
 from spec.experiment import ExperimentSpec
-from spec.init import PretrainedInit
+from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
 from spec.loading import apply_override, load_experiment, load_tree
 from spec.sparsity import NmPattern
@@ -36,15 +36,11 @@ from spec.yaml_tree import Located, find
 REACH_FACTOR = 1.5
 
 
-def new_source_cache() -> SourcePlans:
-    """Pretrained source specs planned once per `engine validate` call, shared across files."""
-    return SourcePlans(Path("."))
-
-
-def plan_issues(path: Path, overrides: Sequence[str], sources: SourcePlans) -> list[Issue]:
+def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
     """Every planning problem of a spec file that validates (check it with spec.loading.check_file
     first: an invalid spec raises SpecError here)."""
     experiment = load_experiment(path, overrides)
+    sources = SourcePlans(Path("."))  # pretrained source specs, each planned once
     tree = load_tree(path)
     for text in overrides:
         tree = apply_override(tree, text)
@@ -61,9 +57,14 @@ def plan_issues(path: Path, overrides: Sequence[str], sources: SourcePlans) -> l
         nm = nm_problem(spec, dims)
         if nm:
             issues.append(Issue(locate("sparsity.pattern.m"), nm))
+        source_issue = _source_spec_issue(spec, experiment.spec_dir, sources, locate)
+        if source_issue:
+            issues.append(source_issue)
+            sources = SourcePlans(Path("."))  # a failed source planning may leave it mid-way
+            continue
         try:
             planned.append((plan_run(spec, point.coordinates, experiment.spec_dir, sources=sources), indices))
-        except (UserError, SpecError) as error:
+        except UserError as error:
             issues.append(_planning_issue(error, spec, locate))
     issues += duplicate_issues(planned, tree)
     return list(dict.fromkeys(issues))  # a problem shared by several points is reported once
@@ -143,16 +144,31 @@ def duplicate_issues(planned: list[tuple[RunPlan, dict[str, int]]], tree: Locate
     return issues
 
 
-def _planning_issue(error: UserError | SpecError, spec: ExperimentSpec, locate: _Locator) -> Issue:
+def _source_spec_issue(spec: ExperimentSpec, spec_dir: Path, sources: SourcePlans, locate: _Locator) -> Issue | None:
+    """A pretrained init's source spec that is missing, invalid or cannot be planned itself (its own
+    problem, not this spec's `where`), at `init.source.spec`."""
+    init = spec.init
+    if not isinstance(init, PretrainedInit) or not isinstance(init.source, RunSource):
+        return None
+    path = spec_dir / init.source.spec
+    try:
+        sources.plans(path)
+    except SpecError as error:
+        first, count = error.issues[0], len(error.issues)
+        message = f"{init.source.spec} is not a valid spec ({count} problem{'s' if count > 1 else ''}, first: {first})"
+    except UserError as error:
+        if not path.is_file():
+            return Issue(locate("init.source.spec"), str(error), at="init.source.spec")
+        message = f"{init.source.spec} cannot be planned: {error}"
+    else:
+        return None
+    return Issue(locate("init.source.spec"), f"init.source.spec: {message}")
+
+
+def _planning_issue(error: UserError, spec: ExperimentSpec, locate: _Locator) -> Issue:
     """A planning error: for a pretrained init, at the part of `init.source` the message names."""
     if not isinstance(spec.init, PretrainedInit):
         return Issue(locate(""), str(error))
-    if isinstance(error, SpecError):  # the source's own spec is invalid
-        first = error.issues[0]
-        plural = "s" if len(error.issues) > 1 else ""
-        source_spec = getattr(spec.init.source, "spec", "the source spec")
-        message = f"init.source.spec: {source_spec} is not a valid spec ({len(error.issues)} problem{plural}, first: {first})"
-        return Issue(locate("init.source.spec"), message)
     named = re.match(r"init\.source(?:\.(?:spec|where|path|step))?", str(error))
     at = named.group(0) if named else "init.source"
     return Issue(locate(at), str(error), at=at)

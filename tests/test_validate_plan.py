@@ -4,6 +4,7 @@ reported at the YAML node that sets the field for the offending sweep point."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -102,3 +103,20 @@ def test_repository_examples_plan_cleanly_and_fast() -> None:
     assert (issues, checked) == ([], valid)
     assert checked >= 6
     assert spent < 10, f"--plan over experiments/ took {spent:.1f} s of CPU"
+
+
+def test_a_broken_source_of_a_source_is_reported_at_the_spec_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """a.yaml's source b.yaml is valid but its own source selection fails: a.yaml is told that b.yaml
+    cannot be planned (at init.source.spec), b.yaml gets the selection error at its `where`."""
+    shutil.copy(PLAN / "source.yaml", tmp_path / "source.yaml")
+    broken = (PLAN / "pretrained_no_run.yaml").read_text()
+    (tmp_path / "b.yaml").write_text(broken.replace("name: pretrained_no_run", "name: b"))
+    (tmp_path / "a.yaml").write_text(
+        broken.replace("name: pretrained_no_run", "name: a").replace("spec: source.yaml", "spec: b.yaml")
+        .replace("model.nonzeros: 3000", "model.nonzeros: 2000")
+    )
+    code, issues = validate(capsys, str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"))
+    assert code == 1
+    assert [(Path(i["file"]).name, i["line"], i["path"]) for i in issues] == [
+        ("a.yaml", 11, "init.source.spec"), ("b.yaml", 12, "init.source.where")]
+    assert issues[0]["message"].startswith("init.source.spec: b.yaml cannot be planned: init.source.where ")

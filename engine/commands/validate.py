@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from engine.validate_format import FORMATS, render
-from engine.validate_plan import new_source_cache, plan_issues
+from engine.validate_plan import plan_issues
 from spec.issues import Issue, Origin
 from spec.loading import check_file, is_base
 
@@ -71,14 +71,13 @@ def check_paths(paths: list[Path], overrides: list[str], with_plan: bool) -> tup
     of them are valid."""
     issues: list[Issue] = []
     checked = valid = 0
-    sources = new_source_cache()
     for path in paths:
         files, problems = spec_files(path)
         issues += problems
         for file in files:
             found = check_file(file, overrides)
             if not found and with_plan and not is_base(file):
-                found = plan_issues(file, overrides, sources)
+                found = plan_issues(file, overrides)
             checked += 1
             valid += not found
             issues += found
