@@ -32,7 +32,7 @@ from engine import faults
 CANONICAL_COLUMNS = ("sparsity", "nonzeros", "data", "loss")
 ENGINE_COLUMNS = (
     "run_id", "family", "pattern", "dense_params", "d_model", "steps", "batch_size",
-    "flops_dense", "flops_sparse", "init", "wall_s",
+    "flops_dense", "flops_sparse", "init", "wall_s", "source_run_id", "pretrain_data",
 )
 RESULT_COLUMNS = CANONICAL_COLUMNS + ENGINE_COLUMNS
 

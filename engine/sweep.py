@@ -61,6 +61,9 @@ def result_row(run: RunPlan, loss: float, wall_s: float) -> dict:
         "batch_size": run.batch_size, "flops_dense": run.flops_dense,
         "flops_sparse": run.flops_sparse, "init": run.init, "wall_s": round(wall_s, 3),
         "coordinates": run.coordinates,
+        # Pruned pretrained runs: the source and its training data (Table 4's pretraining cost).
+        "source_run_id": run.source.run_id if run.source else None,
+        "pretrain_data": run.source.data if run.source else None,
     }
 
 
