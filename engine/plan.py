@@ -333,11 +333,13 @@ def plan_runs(
     run id) are an error: the sweep would train one run twice."""
     sources = sources if sources is not None else SourcePlans(Path(working_dir))
     sources.entering(experiment.path)
-    plans = [
-        plan_run(point.spec, point.coordinates, experiment.spec_dir, working_dir, sources)
-        for point in experiment.points
-    ]
-    sources.leaving(experiment.path)
+    try:
+        plans = [
+            plan_run(point.spec, point.coordinates, experiment.spec_dir, working_dir, sources)
+            for point in experiment.points
+        ]
+    finally:
+        sources.leaving(experiment.path)
     first_of: dict[str, RunPlan] = {}
     for plan in plans:
         if plan.run_id in first_of:

@@ -149,7 +149,7 @@ class DataSpec(SpecModel):
         gt=0,
         description=(
             "Training steps. D = steps x batch_size examples (x seq_len tokens for language models). "
-            "Left out for a pretrained run whose init.budget_fraction sets it from the source's steps."
+            "A pretrained run's init.budget_fraction, when set, replaces it (a fraction of the source's steps)."
         ),
         examples=[600],
     )

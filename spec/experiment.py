@@ -60,11 +60,6 @@ class ExperimentSpec(SpecModel):
         budget_fraction = getattr(self.init, "budget_fraction", None)
         if self.data.steps is None and budget_fraction is None:
             raise cross_field_error("steps is required (or init.budget_fraction for a pretrained run)", at="data.steps")
-        if self.data.steps is not None and budget_fraction is not None:
-            raise cross_field_error(
-                "give the length once: data.steps, or init.budget_fraction (a fraction of the source's steps)",
-                at="init.budget_fraction",
-            )
         source = self.data.source.kind
         wants_images = family == "vit"
         if (source in IMAGE_SOURCES) != wants_images:

@@ -61,7 +61,8 @@ class PretrainedInit(SpecModel):
         gt=0,
         description=(
             "This run's length as a fraction of the source's training steps (the paper: 0.056): "
-            "steps = round(fraction x source steps), given instead of data.steps."
+            "steps = round(fraction x source steps). When set it decides the length: a data.steps "
+            "inherited from an extended spec is replaced (`engine plan` shows the steps)."
         ),
     )
 
