@@ -147,6 +147,9 @@ def load_tree(path: Path, display: str | None = None, _chain: tuple[Path, ...] =
         raise SpecError([Issue(extends.node.origin, "extends: expected a path to another spec file")])
     target = path.parent / target_text
     target_display = os.path.normpath(os.path.join(os.path.dirname(display), target_text))
+    if target_display.startswith("..") or os.path.isabs(target_text):
+        # Outside the tree `engine` runs in: name the file that is really read (as YAML data only).
+        target_display = str(target.resolve())
     chain = _chain + (path.resolve(),)
     if target.resolve() in chain:
         cycle = " -> ".join([*(str(p.name) for p in chain), target.name])

@@ -54,6 +54,11 @@ class _Builder:
             return Located(None, self.origin(node))
         self._active.add(id(node))
         try:
+            expected = _CORE + ("map" if isinstance(node, MappingNode) else "seq")
+            if isinstance(node, (MappingNode, SequenceNode)) and node.tag != expected:
+                # e.g. !!python/object:os.system {...}: refused, never constructed
+                self.issues.append(Issue(self.origin(node), _tag_refusal(node.tag)))
+                return Located(None, self.origin(node))
             if isinstance(node, MappingNode):
                 return self._mapping(node)
             if isinstance(node, SequenceNode):
@@ -98,8 +103,13 @@ class _Builder:
         except ValueError:
             self.issues.append(Issue(self.origin(node), f"cannot read {text!r} as {tag.removeprefix(_CORE)}"))
             return None
-        self.issues.append(Issue(self.origin(node), f"unsupported YAML tag {tag}; only plain values are allowed"))
+        self.issues.append(Issue(self.origin(node), _tag_refusal(tag)))
         return None
+
+
+def _tag_refusal(tag: str) -> str:
+    shown = "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+    return f"unsupported YAML tag {shown}; only plain values are allowed (nothing is constructed from tags)"
 
 
 def _parse_int(text: str) -> int:
