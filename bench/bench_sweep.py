@@ -1,0 +1,206 @@
+"""Sweep efficiency and memory: the default sweep trained in-process by engine.sweep.train_sweep,
+with its time split into compile, data, checkpoint, eval, step and the rest.
+
+The engine is not edited for this: the bench wraps, for the duration of the sweep only,
+- the `jax` name inside engine.train with a proxy whose `jit` returns the compiled train step
+  wrapped in a timer that blocks on each step's result (so a step's compute is charged to the
+  step, not to whatever call happens to wait for it next; this removes the loop's overlap of
+  data generation with compute, so the wall time is a little longer than an unmeasured sweep's);
+- the data source's batch() and eval_batches(), engine.train.evaluate, and CheckpointStore;
+- JAX's compile-duration events (tracing, lowering, XLA compile or persistent-cache load),
+  charged to "compile" and taken out of the bucket they happened in.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+from rich.console import Console
+
+import engine.sweep
+import engine.train
+from bench.timing import reset_peak_rss, rss_bytes
+from engine.plan import RunPlan, plan_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SWEEP = REPO / "experiments" / "vit_sweep.yaml"
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+BUCKETS = ("step", "compile", "data", "eval", "checkpoint", "other")
+
+
+@dataclass
+class SweepTiming:
+    runs: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cache_hits: int = 0
+    cache_misses: int = 0
+    peak_rss: int = 0  # bytes, the whole sweep
+    run_peak_rss: list[int] = field(default_factory=list)  # bytes, each run
+    rss_after_run: list[int] = field(default_factory=list)  # bytes, after each run
+
+    @property
+    def efficiency(self) -> float:
+        return self.seconds["step"] / self.wall_s
+
+    def split(self) -> dict[str, float]:
+        """Seconds per bucket; "other" is the wall time no bucket claims (loop, logging, status
+        files, results, progress display, planning the setup)."""
+        named = {name: self.seconds[name] for name in BUCKETS if name != "other"}
+        return named | {"other": self.wall_s - sum(named.values())}
+
+
+class _Clock:
+    """Accumulates seconds per bucket; compile events during a bucket's call move to "compile"."""
+
+    def __init__(self, timing: SweepTiming) -> None:
+        self.timing = timing
+        self.compile_seconds = 0.0
+
+    def on_duration(self, event: str, seconds: float, **_: Any) -> None:
+        if event in COMPILE_EVENTS:
+            self.compile_seconds += seconds
+
+    def on_event(self, event: str, **_: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            self.timing.cache_hits += 1
+        elif event == "/jax/compilation_cache/cache_misses":
+            self.timing.cache_misses += 1
+
+    def timed(self, bucket: str, function: Callable[..., Any], block: bool = False) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            compiled_before, started = self.compile_seconds, time.perf_counter()
+            result = function(*args, **kwargs)
+            if block:
+                jax.block_until_ready(result)
+            compiling = self.compile_seconds - compiled_before
+            self.timing.seconds[bucket] += time.perf_counter() - started - compiling
+            return result
+
+        return wrapper
+
+
+class _JaxWithTimedStep:
+    """engine.train's `jax`, except that the donated-state jit (the train step) is timed."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self._clock = clock
+
+    def jit(self, function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+        compiled = jax.jit(function, **options)
+        return self._clock.timed("step", compiled, block=True) if "donate_argnums" in options else compiled
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jax, name)
+
+
+class _TimedData:
+    def __init__(self, data: Any, clock: _Clock) -> None:
+        self._data = data
+        for name in ("examples_per_step", "units_per_example", "available_examples", "fingerprint"):
+            setattr(self, name, getattr(data, name))
+        self.batch = clock.timed("data", data.batch)
+        self.eval_batches = clock.timed("data", data.eval_batches)
+
+
+def _timed_store(clock: _Clock) -> type:
+    base = engine.train.CheckpointStore
+
+    class TimedStore(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            clock.timed("checkpoint", super().__init__)(*args, **kwargs)
+
+    for name in ("save", "wait", "close", "restore_latest", "steps"):
+        original = getattr(base, name)
+        setattr(TimedStore, name, lambda self, *a, _f=original, **k: clock.timed("checkpoint", _f)(self, *a, **k))
+    return TimedStore
+
+
+@contextmanager
+def instrumented(timing: SweepTiming) -> Iterator[None]:
+    """Patch engine.train / engine.sweep for one measured sweep, and undo it afterwards."""
+    clock = _Clock(timing)
+    saved = {(engine.train, "jax"): engine.train.jax,
+             (engine.train, "evaluate"): engine.train.evaluate,
+             (engine.train, "CheckpointStore"): engine.train.CheckpointStore,
+             (engine.sweep, "build_setup"): engine.sweep.build_setup,
+             (engine.sweep, "train_run"): engine.sweep.train_run}
+    build_setup, train_run = engine.sweep.build_setup, engine.sweep.train_run
+
+    def timed_build(run: RunPlan) -> Any:
+        setup = build_setup(run)
+        return replace(setup, data=_TimedData(setup.data, clock))
+
+    def measured_run(*args: Any, **kwargs: Any) -> Any:
+        reset_peak_rss()
+        outcome = train_run(*args, **kwargs)
+        current, peak = rss_bytes()
+        timing.run_peak_rss.append(peak)
+        timing.rss_after_run.append(current)
+        timing.runs += 1
+        timing.steps += outcome.steps - (outcome.resumed_from or 0)
+        return outcome
+
+    engine.train.jax = _JaxWithTimedStep(clock)
+    engine.train.evaluate = clock.timed("eval", engine.train.evaluate)
+    engine.train.CheckpointStore = _timed_store(clock)
+    engine.sweep.build_setup = timed_build
+    engine.sweep.train_run = measured_run
+    jax.monitoring.register_event_duration_secs_listener(clock.on_duration)
+    jax.monitoring.register_event_listener(clock.on_event)
+    try:
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+        jax.monitoring.unregister_event_duration_listener(clock.on_duration)
+        jax.monitoring.unregister_event_listener(clock.on_event)
+        timing.seconds["compile"] += clock.compile_seconds
+
+
+def sweep_runs(spec: Path, overrides: Sequence[str], output_dir: Path) -> list[RunPlan]:
+    return plan_experiment(spec, [*overrides, f"run.output_dir={output_dir.as_posix()}"], output_dir)
+
+
+def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
+    """Train `runs` (none of them started) with engine.sweep.train_sweep, measured."""
+    timing = SweepTiming()
+    console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
+    reset_peak_rss()
+    started = time.perf_counter()
+    with instrumented(timing):
+        summary = engine.sweep.train_sweep(runs, sweep_dir, console)
+    timing.wall_s = time.perf_counter() - started
+    timing.peak_rss = rss_bytes()[1]
+    if summary.trained != len(runs):
+        raise RuntimeError(f"the benchmark sweep trained {summary.trained} of {len(runs)} runs "
+                           f"({summary.failed} failed)")
+    return timing
+
+
+def default_sweep_twice(
+    spec: Path, overrides: Sequence[str], workspace: Path | None = None
+) -> tuple[list[RunPlan], SweepTiming, SweepTiming]:
+    """The sweep trained twice into fresh output directories: the first pass compiles every step
+    (an empty persistent cache, what a first `engine run` on a machine does), the second loads them
+    from the persistent compilation cache (every later sweep of the same runs)."""
+    workspace = workspace or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    timings = []
+    runs: list[RunPlan] = []
+    for name in ("first", "second"):
+        runs = sweep_runs(spec, overrides, workspace / name)
+        timings.append(measure_sweep(runs, runs[0].run_dir.parent))
+    return runs, timings[0], timings[1]

@@ -1,0 +1,224 @@
+"""The benchmark: every performance target of DESIGN.md section 7, measured in one process.
+
+    .venv/bin/python -m bench            # about 10-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
+    .venv/bin/python -m bench --quick    # tiny sizes, few repeats: checks the benchmark runs
+
+Prints one table of ratios and writes it into BENCHMARKS.md between its `bench:begin` and
+`bench:end` markers (the hand-written analysis around it is kept). JAX's persistent compilation
+cache is pointed at a fresh temporary directory for the run, so "cold" means a first-ever compile
+and the sweep's second pass shows what the cache gives, whatever the user's own cache holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long; --quick shrinks everything so a test can run it."""
+
+    calls: int  # steps per timed block
+    repeats: int  # interleaved blocks per candidate (medians over these)
+    hand_written_widths: tuple[int, ...]
+    sparse_width: int  # a multiple of 4 (2:4 groups along fan_in)
+    sparse_steps: int
+    utilisation_widths: dict[str, list[int]]
+    peak_matmul: int
+    sweep_overrides: tuple[str, ...]
+    sweep_note: str
+    fit_repeats: int
+    fit_starts: int
+    bootstrap_resamples: int
+
+
+FULL = Sizes(
+    calls=20, repeats=9, hand_written_widths=(40, 80), sparse_width=80, sparse_steps=1000,
+    utilisation_widths={"vit": [82, 256], "t5": [52, 256], "decoder": [52, 256]},
+    peak_matmul=2048,
+    sweep_overrides=("sweep={grid: {model.nonzeros: [40000], sparsity.level: [0.0, 0.75], "
+                     "data.steps: [150, 600]}}",),
+    sweep_note=("experiments/vit_sweep.yaml's largest size (40K non-zeros: d_model 40 dense, 82 at "
+                "75%), dense and 75%, 150 and 600 steps: 4 of its 36 runs (mean 375 steps; the "
+                "whole sweep's mean is 350)"),
+    fit_repeats=3, fit_starts=25, bootstrap_resamples=1000,
+)
+QUICK = Sizes(
+    calls=2, repeats=2, hand_written_widths=(16,), sparse_width=16, sparse_steps=400,
+    utilisation_widths={"vit": [16], "t5": [16], "decoder": [16]}, peak_matmul=256,
+    sweep_overrides=("sweep={grid: {model.d_model: [16], sparsity.level: [0.5], data.steps: [40]}}",),
+    sweep_note="one 40-step run at d_model 16 (--quick)",
+    fit_repeats=1, fit_starts=3, bootstrap_resamples=20,
+)
+
+
+def _use_private_compile_cache() -> Path | None:
+    """The engine's persistent compilation cache settings, in a fresh temporary directory."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bench-cache-")
+    os.environ.pop("ENGINE_NO_COMPILE_CACHE", None)
+    from engine.compile_cache import enable_persistent_compile_cache
+
+    return enable_persistent_compile_cache()
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def measure(sizes: Sizes, log=print) -> list[tuple[str, str, str, str]]:
+    """Run every benchmark; rows of (measurement, value, target, verdict)."""
+    from bench import bench_fit, bench_sweep, bench_train
+    from bench.timing import load_average
+
+    rows: list[tuple[str, str, str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    log("1/5 engine step vs hand-written flax + optax step")
+    for width in sizes.hand_written_widths:
+        run = bench_train.plan_one(bench_train.VIT_SPEC, bench_train.width_overrides(width, 0.0, 600), work)
+        result = bench_train.engine_vs_hand_written(run, sizes.calls, sizes.repeats)
+        rows.append((f"1. engine / hand-written dense ViT step, d_model {width} "
+                     f"({result.engine_s * 1e3:.2f} / {result.hand_written_s * 1e3:.2f} ms; "
+                     f"same params after 3 steps to {result.max_param_difference:.0e})",
+                     f"{result.ratio:.3f}", "<= 1.05", _verdict(result.ratio <= 1.05)))
+
+    log("2/5 masked sparse steps vs dense, mask updates")
+    sparse = bench_train.sparse_vs_dense(sizes.sparse_width, sizes.sparse_steps, work, sizes.calls, sizes.repeats)
+    for label in sparse.masked_s:
+        ratio = sparse.ratio(label)
+        rows.append((f"2. {label} / dense ViT step, d_model {sparse.d_model} "
+                     f"({sparse.masked_s[label] * 1e3:.2f} / {sparse.dense_s * 1e3:.2f} ms)",
+                     f"{ratio:.3f}", "<= 1.10", _verdict(ratio <= 1.10)))
+    for label in sparse.masked_s:
+        fraction = sparse.amortised_update_fraction(label)
+        rows.append((f"2. {label} mask update every 100 steps, amortised "
+                     f"(update step {sparse.update_s[label] * 1e3:.2f} ms)",
+                     f"{fraction:.2%}", "< 1%", _verdict(fraction < 0.01)))
+
+    log("3/5 FLOP/s vs this machine's matmul peak")
+    runs = bench_train.family_runs(sizes.utilisation_widths, work)
+    for result in bench_train.utilisation(runs, sizes.peak_matmul, sizes.calls, sizes.repeats):
+        rows.append((f"3. {result.family} d_model {result.d_model}, batch {result.batch_size}: "
+                     f"{result.matmul_flops / 1e6:.1f} MFLOP/step in {result.step_s * 1e3:.2f} ms = "
+                     f"{result.achieved / 1e9:.2f} GFLOP/s of a {result.peak_flops / 1e9:.1f} GFLOP/s "
+                     f"{sizes.peak_matmul}x{sizes.peak_matmul} matmul",
+                     f"{result.fraction:.1%}", "report", "reported"))
+
+    log("4/5 sweep efficiency and memory (trains the sweep twice)")
+    sweep_runs, first, second = bench_sweep.default_sweep_twice(
+        bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides, work / "sweep")
+    for name, timing in (("first pass, empty compile cache", first), ("second pass, compile cache hits", second)):
+        split = ", ".join(f"{bucket} {seconds:.1f}" for bucket, seconds in timing.split().items())
+        rows.append((f"4. sweep efficiency, {name}: {timing.runs} runs, {timing.steps} steps, "
+                     f"{timing.wall_s:.1f} s wall ({split} s; cache {timing.cache_hits} hits, "
+                     f"{timing.cache_misses} misses)",
+                     f"{timing.efficiency:.2f}", ">= 0.8", _verdict(timing.efficiency >= 0.8)))
+    largest = max(range(len(sweep_runs)), key=lambda i: sweep_runs[i].d_model)
+    mib = 2**20
+    growth = second.rss_after_run[-1] - second.rss_after_run[0]
+    rows.append((f"6. peak RSS of the sweep (first pass / second pass)",
+                 f"{first.peak_rss / mib:.0f} / {second.peak_rss / mib:.0f} MiB", "report", "reported"))
+    rows.append((f"6. peak RSS of one run at the largest width (d_model {sweep_runs[largest].d_model}, "
+                 f"{sweep_runs[largest].steps} steps, second pass)",
+                 f"{second.run_peak_rss[largest] / mib:.0f} MiB", "report", "reported"))
+    rows.append(("6. RSS after each run, second pass (MiB): "
+                 + ", ".join(f"{value / mib:.0f}" for value in second.rss_after_run),
+                 f"{growth / mib:+.0f} MiB first to last", "no growth",
+                 _verdict(growth < 0.05 * second.rss_after_run[0])))
+
+    log("5/5 fitting vs the reference procedure")
+    fit = bench_fit.measure_fit(sizes.fit_repeats, sizes.fit_starts, sizes.bootstrap_resamples)
+    rows.append((f"5. reference fit ({fit.data}): scipy BFGS, numerical gradients, mean Huber, "
+                 f"{fit.starts} starts; best {fit.reference_best:.4g}, starts end in "
+                 f"[{fit.reference_best:.3g}, {fit.reference_worst:.3g}]",
+                 f"{fit.reference_s:.3f} s", "", ""))
+    for label, seconds, target, ok in (
+        ("cold, empty persistent cache", fit.cold_s, "not slower", fit.cold_s <= fit.reference_s),
+        ("cold, persistent cache hit", fit.cold_cached_s, "not slower", fit.cold_cached_s <= fit.reference_s),
+        ("warm", fit.warm_s, ">= 10x faster", fit.reference_s / fit.warm_s >= 10),
+    ):
+        rows.append((f"5. engine fit {label} ({seconds:.3f} s; objective {fit.objective:.6g}, "
+                     f"{fit.agreeing_starts}/{fit.starts} starts agree, gradient {fit.gradient_norm:.1e})",
+                     f"{fit.reference_s / seconds:.2f}x faster", target, _verdict(ok)))
+    rows.append((f"5. bootstrap, {fit.bootstrap_resamples} resamples: first call (compile) / second "
+                 f"({fit.bootstrap_unconverged} not converged in 300 steps)",
+                 f"{fit.bootstrap_first_s:.2f} / {fit.bootstrap_second_s:.2f} s", "well under 60 s",
+                 _verdict(fit.bootstrap_first_s < 30)))
+    rows.append(("load average (1 min) at the end", f"{load_average():.2f}", "", ""))
+    return rows
+
+
+def markdown(rows: list[tuple[str, str, str, str]], header: list[str]) -> str:
+    lines = [*header, "", "| measurement | value | target | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replace the text between the markers (or append the markers and the block)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    generated = f"{BEGIN}\n{block}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + generated + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + generated + "\n"
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke test)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Markdown file to write the table into (default: BENCHMARKS.md; "
+                             "--quick writes none unless given)")
+    args = parser.parse_args(argv)
+    out = args.out if args.out is not None else (None if args.quick else REPO / "BENCHMARKS.md")
+    if out is not None and not out.parent.is_dir():
+        print(f"--out {out}: directory {out.parent} does not exist", file=sys.stderr)
+        return 2
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    load_start = os.getloadavg()[0]
+    started = datetime.datetime.now()
+    cache = _use_private_compile_cache()
+    import jax
+
+    sizes = QUICK if args.quick else FULL
+    rows = measure(sizes, log=lambda message: print(message, file=sys.stderr, flush=True))
+    minutes = (datetime.datetime.now() - started).total_seconds() / 60
+    header = [
+        f"Command: `.venv/bin/python -m bench{' --quick' if args.quick else ''}`, "
+        f"{started:%Y-%m-%d %H:%M}, {minutes:.1f} min. Machine: {platform.machine()} "
+        f"{_cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}; load average (1 min) at the start {load_start:.2f}. "
+        f"Persistent compilation cache: {'a fresh temporary directory' if cache else 'off'}.",
+        f"Sweep (4): {sizes.sweep_note}.",
+    ]
+    table = markdown(rows, header)
+    print(table)
+    if out is not None:
+        write_block(out, table)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
