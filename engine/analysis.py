@@ -3,38 +3,143 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from engine.errors import UserError
-from engine.plan import RunPlan
+from engine.fit.io import ResultsTable
+from engine.fit.law import LawCoefficients
+from engine.fit.result import FitSettings
+from engine.plan import RunPlan, plan_experiment
 from engine.results import read_results
-from spec.analysis import LargestNonzerosHoldout, NoHoldout
+from spec.analysis import FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
 
 
 def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
-    """Fit the law to the sweep's results and write the report, per the spec's analysis section."""
-    from engine.fit import FitSettings, fit_law, read_results as read_table
-    from engine.report import write_report
+    """Fit the law to the sweep's results and write the report, per the spec's analysis section:
+    the sweep's own fit, or an n:m refit against another fit (Table 3), or pruned pretrained
+    runs measured against another fit (Table 4)."""
+    from engine.fit import read_results as read_table
+    from engine.report import write_blocks
 
     analysis = runs[0].spec.analysis
-    if analysis.fit is None:
+    if analysis.fit is None and analysis.nm_refit is None and analysis.pretrained_vs_scratch is None:
         return None
-    rows = read_results(sweep_dir)
-    if not rows:
+    if not read_results(sweep_dir):
         console.print("no finished runs: nothing to fit")
         return None
-    settings = analysis.fit
-    holdout = _holdout_expression(settings.holdout, rows, runs)
-    fit_settings = FitSettings(huber_delta=settings.huber_delta, log_loss=settings.log_loss,
-                               starts=settings.starts, seed=settings.seed,
-                               bootstrap=settings.bootstrap, holdout=holdout)
     table = read_table(sweep_dir / "results.csv")
-    result = fit_law(table, fit_settings)
     report_dir = sweep_dir / "report"
-    write_report(report_dir, result, table)
+    spec_dir = runs[0].spec_dir
+    if analysis.nm_refit is None and analysis.pretrained_vs_scratch is None:
+        return _fit_report(runs, table, report_dir, sweep_dir)
+    blocks = []
+    if analysis.nm_refit is not None:
+        blocks += _nm_refit(analysis, table, spec_dir, report_dir)
+    if analysis.pretrained_vs_scratch is not None:
+        from engine.report.studies import pretrained_vs_scratch_blocks
+
+        law, where = load_law(analysis.pretrained_vs_scratch.law, spec_dir, "analysis.pretrained_vs_scratch.law")
+        blocks += pretrained_vs_scratch_blocks(law, where, table)
+    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies")
     return report_dir
+
+
+def _fit_settings(settings: FitSettingsSpec | None, holdout: str, **extra: object) -> FitSettings:
+    settings = settings or FitSettingsSpec(huber_delta=1e-2, log_loss=False)  # the paper's n:m setting
+    return FitSettings(huber_delta=settings.huber_delta, log_loss=settings.log_loss, starts=settings.starts,
+                       seed=settings.seed, bootstrap=settings.bootstrap, holdout=holdout, **extra)
+
+
+def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, sweep_dir: Path) -> Path:
+    from engine.fit import fit_law
+    from engine.report import write_report
+
+    settings = runs[0].spec.analysis.fit
+    holdout = _holdout_expression(settings.holdout, read_results(sweep_dir), runs)
+    write_report(report_dir, fit_law(table, _fit_settings(settings, holdout)), table)
+    return report_dir
+
+
+def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:
+    """The fitted law another spec's `engine run` wrote (or a fit.json file), and where it is."""
+    from engine.dependencies import fit_file
+    from engine.fit.result import load_coefficients
+
+    if isinstance(source, SpecFitSource):
+        path = fit_file(plan_experiment(spec_dir / source.spec))
+        missing = f"run `engine run {spec_dir / source.spec}` first"
+    else:
+        path = spec_dir / source.path
+        missing = "write it with `engine fit`"
+    if not path.is_file():
+        raise UserError(f"{field}: no fitted law at {path}; {missing}")
+    return load_coefficients(path).coefficients, path.as_posix()
+
+
+def _nm_refit(analysis, table: ResultsTable, spec_dir: Path, report_dir: Path) -> list:
+    """Table 3 from this sweep's n:m results, the dense law the spec names and that spec's dense
+    runs (S = 0 has no pattern: the same runs belong to every pattern's law)."""
+    from engine.dependencies import fit_file
+    from engine.fit import read_results as read_table
+    from engine.report.studies import nm_refit_blocks
+
+    source = analysis.nm_refit.dense_fit
+    dense, where = load_law(source, spec_dir, "analysis.nm_refit.dense_fit")
+    dense_rows = None
+    if isinstance(source, SpecFitSource):
+        results = fit_file(plan_experiment(spec_dir / source.spec)).parent.parent / "results.csv"
+        if results.is_file():
+            other = read_table(results)
+            dense_rows = other.select(other.sparsity == 0)
+    groups = nm_refit_groups(table, dense, where, _fit_settings(analysis.fit, "none"), dense_rows)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for group in groups:
+        group.fit.write(report_dir / f"fit_{group.label.replace(':', '')}.json")  # fit_n4.json, fit_n8.json
+    return nm_refit_blocks(groups, dense, where)
+
+
+def nm_refit_groups(
+    table: ResultsTable, dense: LawCoefficients, dense_source: str, settings: FitSettings,
+    dense_rows: ResultsTable | None = None,
+) -> list:
+    """Section 4.1: per group size m (n:4, n:8), a_S, b_S, c_S fitted with b_N, a_D, b_D, c frozen at
+    `dense`. Rows that are not n:m (pattern column like '2:4') are left out. `dense_rows` (S = 0
+    runs) join every group: without them the law at S = 0, a_S + c_S, and so the gains, rest on
+    extrapolation from two sparsity levels only."""
+    from engine.fit import fit_law
+    from engine.report.studies import NmGroup
+
+    patterns = [str(p) for p in table.extra.get("pattern", [])]
+    group_of = [p.split(":")[1] if ":" in p else None for p in patterns]
+    if not any(group_of):
+        raise UserError("analysis.nm_refit: the results have no n:m runs (column `pattern` like 2:4)")
+    groups = []
+    frozen = replace(settings, freeze_dense=dense, freeze_dense_source=dense_source)
+    for m in sorted({g for g in group_of if g}, key=int):
+        rows = np.array([g == m for g in group_of])
+        members = tuple(dict.fromkeys(p for p, g in zip(patterns, group_of) if g == m))
+        sub = table.select(rows)
+        if dense_rows is not None and len(dense_rows):
+            sub = stack_tables(sub, dense_rows)
+        groups.append(NmGroup(label=f"n:{m}", patterns=members, table=sub, fit=fit_law(sub, frozen),
+                              dense_runs=0 if dense_rows is None else len(dense_rows)))
+    return groups
+
+
+def stack_tables(first: ResultsTable, second: ResultsTable) -> ResultsTable:
+    """The rows of both tables; an extra column missing from one side is blank there."""
+    from engine.fit.io import table_from_arrays
+
+    keys = list(dict.fromkeys([*first.extra, *second.extra]))
+    extra = {k: [*first.extra.get(k, [""] * len(first)), *second.extra.get(k, [""] * len(second))] for k in keys}
+    return table_from_arrays(
+        *(np.concatenate([getattr(first, c), getattr(second, c)]) for c in ("sparsity", "nonzeros", "data", "loss")),
+        extra=extra, source=f"{first.source} + {second.source}",
+    )
 
 
 def _holdout_expression(holdout, rows: list[dict], runs: list[RunPlan]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.fit.fitting import objective_at
 from engine.fit.io import ResultsTable
 from engine.fit.result import FitResult
-from engine.report.blocks import Figure, to_html, to_markdown
+from engine.report.blocks import Block, Figure, to_html, to_markdown
 from engine.report.content import is_paper_t5, report_blocks
 
 
@@ -19,9 +19,16 @@ def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_j
     """Write the report for `fit` (made from `table`) into out_dir; returns index.html's path."""
     from engine.fit import paper
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     paper_objective = objective_at(table, paper.T5_C4, fit.settings) if is_paper_t5(table) else None
-    blocks = report_blocks(fit, table, paper_objective)
+    html_path = write_blocks(out_dir, report_blocks(fit, table, paper_objective), "Sparse scaling-law fit")
+    if write_fit_json:
+        fit.write(out_dir / "fit.json")
+    return html_path
+
+
+def write_blocks(out_dir: Path, blocks: list[Block], title: str) -> Path:
+    """index.md, index.html and figures/*.png of a list of report blocks; returns index.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(exist_ok=True)
     for block in blocks:
@@ -29,10 +36,8 @@ def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_j
             (figures_dir / block.name).write_bytes(block.png)
     (out_dir / "index.md").write_text(to_markdown(blocks))
     html_path = out_dir / "index.html"
-    html_path.write_text(to_html(blocks, "Sparse scaling-law fit"))
-    if write_fit_json:
-        fit.write(out_dir / "fit.json")
+    html_path.write_text(to_html(blocks, title))
     return html_path
 
 
-__all__ = ["write_report"]
+__all__ = ["write_blocks", "write_report"]

@@ -9,7 +9,6 @@ from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import COEFFICIENT_NAMES, LawCoefficients
-from engine.fit.pretrained import equivalence_table
 from engine.fit.result import FitResult
 from engine.fit.sopt import chinchilla_multiple
 from engine.report import figures
@@ -156,27 +155,12 @@ def sopt_blocks(law: LawCoefficients, table: ResultsTable, k: float, is_t5: bool
 
 
 def pretrained_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
-    pretrained = ~table.from_scratch_mask()
-    pretrain_data = table.numeric_column("pretrain_data")
-    if not pretrained.any():
+    """Table 4 for pretrained rows in a fitted table, through this fit's law."""
+    from engine.report.studies import pretrained_vs_scratch_blocks
+
+    if table.from_scratch_mask().all():
         return []
-    if pretrain_data is None:
-        return [Heading("Pruned pretrained models (Table 4)"),
-                Paragraph("The table has pretrained runs but no numeric `pretrain_data` column, so Table 4 cannot be computed.")]
-    rows_idx = np.flatnonzero(pretrained)
-    equivalences = equivalence_table(
-        fit.coefficients, table.sparsity[rows_idx], table.nonzeros[rows_idx], table.loss[rows_idx],
-        table.data[rows_idx], pretrain_data[rows_idx],
-    )
-    rows = [[fmt(table.sparsity[r], 3), fmt(table.nonzeros[r], 4), fmt(table.loss[r], 5), fmt(e.scratch_data, 4),
-             f"{fmt(e.excluding_pretraining, 3)}x", f"{fmt(e.including_pretraining, 3)}x"]
-            for r, e in zip(rows_idx, equivalences, strict=True)]
-    return [
-        Heading("Pruned pretrained models (Table 4)"),
-        Paragraph("Data a from-scratch sparse run needs (by the fitted law) to match each pruned-pretrained run's "
-                  "loss, relative to the pruning data (exc.) and to pretraining + pruning data (inc.)."),
-        Table(["S", "N", "measured loss", "scratch D", "exc.", "inc."], rows),
-    ]
+    return pretrained_vs_scratch_blocks(fit.coefficients, "this fit (from-scratch rows only)", table)
 
 
 def paper_comparison_blocks(fit: FitResult, table: ResultsTable, paper_objective: float, paper_gradient: float) -> list[Block]:
