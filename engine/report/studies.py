@@ -43,7 +43,7 @@ class NmGroup:
 
 
 def nm_refit_blocks(groups: list[NmGroup], dense: LawCoefficients, dense_source: str) -> list[Block]:
-    levels = sorted({float(s) for group in groups for s in np.unique(group.table.sparsity)})
+    levels = sorted({float(s) for group in groups for s in np.unique(group.table.sparsity) if s > 0})
     gain_rows, coefficient_rows = [], []
     for group in groups:
         intervals = _gain_intervals(group.fit, levels)
