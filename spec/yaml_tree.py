@@ -15,6 +15,7 @@ from typing import Any, Callable, Union
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from spec.issues import Issue, Origin, SpecError
@@ -131,9 +132,28 @@ def _parse_float(text: str) -> float:
     return float(lowered)
 
 
+MAX_DEPTH = 64  # a spec nests a handful of levels; far deeper input would exhaust recursion
+
+
+def _check_depth(text: str, filename: str) -> None:
+    """Refuse absurdly deep nesting before composing (ruamel's composer and our builder recurse
+    per level; Python's stack would overflow in the low hundreds). The event parser is a loop."""
+    depth = 0
+    for event in YAML(typ="rt").parse(text):
+        if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                where = Origin(filename, mark.line + 1, mark.column + 1)
+                raise SpecError([Issue(where, f"nesting deeper than {MAX_DEPTH} levels")])
+        elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_yaml(text: str, filename: str) -> Located | None:
     """One YAML document as a located tree; None for an empty document. Raises SpecError."""
     try:
+        _check_depth(text, filename)
         root = YAML(typ="rt").compose(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark

@@ -1,0 +1,301 @@
+"""Property-based bad input: mutated specs and results tables get a clear error and an exit code
+(`engine validate`: 0 or 1; `engine fit`: 1 or 2), never a traceback or a hang.
+
+Specs: every valid spec of experiments/ and tests/fixtures/ is mutated (a key deleted, a value
+replaced by a wrong type, a huge, negative or non-finite number, unicode, deep nesting, an unknown
+key) or its text damaged (bytes cut, inserted, a YAML tag), then validated in-process through
+engine.cli.main. Results tables (CSV and JSONL) are mutated the same way and fed to `engine fit`
+(the fit itself runs only in the slow tier: a table that reads cleanly must also fit without a
+traceback). The fast tier runs a few hundred cases in about half a minute; the slow tier (-m slow)
+runs thousands.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from engine.cli import main
+from engine.errors import UserError
+from engine.fit.io import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted(
+    [*ROOT.glob("experiments/*.yaml"), *ROOT.glob("experiments/paper/*.yaml"),
+     *ROOT.glob("tests/fixtures/run/*.yaml"), *ROOT.glob("tests/fixtures/specs/good/*.yaml")]
+)
+TABLES = [ROOT / "tests/fixtures/results/synthetic.jsonl", ROOT / "experiments/data/t5_c4_paper.csv"]
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+SLOW = settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+SECONDS_PER_CASE = 10.0  # far above any real answer: a case that takes longer counts as a hang
+
+
+def load_plain(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text())
+
+
+# --- values a user (or a broken tool) might write ------------------------------------------------
+
+numbers = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([0, -1, 2**63, -(2**63), 10**400, 1e308, -1e308, 5e-324, math.inf, -math.inf, math.nan]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+texts = st.one_of(st.text(max_size=30), st.sampled_from(["", "é", "名前", "\u202e", "0x1F", "1e-3", "no", "2:4", "~", "null"]))
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+bad_values = st.one_of(
+    st.none(), st.booleans(), numbers, texts,
+    st.lists(st.one_of(numbers, texts), max_size=4),
+    st.dictionaries(texts, st.one_of(numbers, texts), max_size=3),
+    st.integers(min_value=10, max_value=300).map(nested),
+)
+
+
+def paths_of(tree: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every path to a node of a plain YAML tree (keys and list indices)."""
+    found = [prefix]
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found += paths_of(value, prefix + (key,))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            found += paths_of(value, prefix + (index,))
+    return found
+
+
+@st.composite
+def mutated_trees(draw: st.DrawFn, tree: Any) -> Any:
+    """The tree with 1-3 mutations: delete, replace, add an unknown key, rename a key."""
+    tree = json.loads(json.dumps(tree))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths_of(tree)))
+        if not path:
+            continue
+        parent = tree
+        for part in path[:-1]:
+            parent = parent[part]
+        leaf = path[-1]
+        action = draw(st.sampled_from(["delete", "replace", "replace", "add", "rename"]))
+        if action == "delete":
+            del parent[leaf]
+        elif action == "replace":
+            parent[leaf] = draw(bad_values)
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(texts)] = draw(bad_values)
+        elif action == "rename" and isinstance(parent, dict):
+            parent[draw(texts) + str(leaf)] = parent.pop(leaf)
+    return tree
+
+
+def dump_yaml(tree: Any) -> str:
+    buffer = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.dump(tree, buffer)
+    return buffer.getvalue()
+
+
+@st.composite
+def damaged_texts(draw: st.DrawFn, text: str) -> str:
+    """The spec's text cut, with bytes inserted, or with a tag that would construct an object."""
+    kind = draw(st.sampled_from(["cut", "insert", "tag", "indent"]))
+    at = draw(st.integers(0, len(text)))
+    if kind == "cut":
+        return text[:at]
+    if kind == "insert":
+        return text[:at] + draw(st.text(min_size=1, max_size=8)) + text[at:]
+    lines = text.splitlines()
+    index = draw(st.integers(0, max(len(lines) - 1, 0)))
+    if kind == "tag" and lines and ": " in lines[index]:
+        key, _, value = lines[index].partition(": ")
+        tag = draw(st.sampled_from(["!!python/object/apply:os.system", "!!python/name:os.system", "!custom", "!!set"]))
+        lines[index] = f"{key}: {tag} {value}"
+    elif lines:
+        lines[index] = " " * draw(st.integers(1, 5)) + lines[index]
+    return "\n".join(lines) + "\n"
+
+
+def check_answer(arguments: list[str], allowed: tuple[int, ...], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """Run the CLI in-process: an allowed exit code, a one-line `where: what` error on stderr,
+    in bounded time; any exception escaping main() fails the test with its traceback."""
+    started = time.perf_counter()
+    code = main(arguments)
+    elapsed = time.perf_counter() - started
+    captured = capsys.readouterr()
+    output = captured.out + captured.err  # validate lists problems on stdout, errors go to stderr
+    assert code in allowed, (code, output[-2000:])
+    assert "Traceback" not in output and "internal error" not in output, output[-2000:]
+    assert elapsed < SECONDS_PER_CASE, f"{elapsed:.1f} s for {arguments}"
+    return code, output
+
+
+# --- specs ---------------------------------------------------------------------------------------
+
+
+def spec_case(spec: Path, tree: Any, directory: Path, capsys: pytest.CaptureFixture, text: str | None = None) -> None:
+    # Written beside the original, so `extends:` and data paths resolve as they would.
+    target = spec.parent / f".fuzz-{spec.stem}.yaml"
+    try:
+        target.write_text(text if text is not None else dump_yaml(tree), encoding="utf-8")
+        code, err = check_answer(["validate", str(target)], (0, 1), capsys)
+        if code == 1:  # the first problem names the file (or the base it extends) with a line
+            assert f".fuzz-{spec.stem}.yaml:" in err.splitlines()[0] or ".yaml:" in err.splitlines()[0], err
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def spec_property(spec_settings: settings):
+    @spec_settings
+    @given(data=st.data())
+    def check(tmp_path: Path, capsys: pytest.CaptureFixture, data: st.DataObject) -> None:
+        spec = data.draw(st.sampled_from(SPECS))
+        if data.draw(st.booleans()):
+            spec_case(spec, data.draw(mutated_trees(load_plain(spec))), tmp_path, capsys)
+        else:
+            spec_case(spec, None, tmp_path, capsys, text=data.draw(damaged_texts(spec.read_text())))
+    return check
+
+
+test_mutated_specs_get_a_clear_answer = spec_property(FAST)
+test_mutated_specs_get_a_clear_answer_soak = pytest.mark.slow(spec_property(SLOW))
+
+
+# --- results tables ------------------------------------------------------------------------------
+
+
+def read_table_rows(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def write_table(rows: list[Any], path: Path) -> None:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row, allow_nan=True) + "\n" for row in rows))
+        return
+    names = list(dict.fromkeys(k for row in rows if isinstance(row, dict) for k in row))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names or ["empty"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(row if isinstance(row, dict) else {} for row in rows)
+
+
+@st.composite
+def mutated_tables(draw: st.DrawFn, rows: list[dict]) -> list[Any]:
+    rows = [dict(row) for row in rows]
+    for _ in range(draw(st.integers(1, 4))):
+        if not rows:
+            break
+        index = draw(st.integers(0, len(rows) - 1))
+        if not isinstance(rows[index], dict):
+            continue  # already not a row
+        column = draw(st.sampled_from(sorted(rows[index]) or ["loss"]))
+        action = draw(st.sampled_from(["delete", "replace", "replace", "drop-rows", "not-a-row"]))
+        if action == "delete":
+            rows[index].pop(column, None)
+        elif action == "replace":
+            rows[index][column] = draw(bad_values)
+        elif action == "drop-rows":
+            rows = rows[: draw(st.integers(0, len(rows)))]
+        else:
+            rows[index] = draw(st.one_of(numbers, texts, st.lists(numbers, max_size=3)))
+    return rows
+
+
+def table_property(table_settings: settings, fit_valid_tables: bool):
+    @table_settings
+    @given(data=st.data())
+    def check(tmp_path: Path, capsys: pytest.CaptureFixture, data: st.DataObject) -> None:
+        source = data.draw(st.sampled_from(TABLES))
+        rows = data.draw(mutated_tables(read_table_rows(source)))
+        path = tmp_path / f"fuzz{source.suffix}"
+        write_table(rows, path)
+        columns = ["--columns", "loss=val-loss"] if "val-loss" in source.read_text().splitlines()[0] else []
+        fit = ["fit", str(path), *columns, "--starts", "2", "--bootstrap", "0", "--no-report",
+               "--holdout", "none", "--out", str(tmp_path / "fit")]
+        try:
+            table = read_results(path, {"loss": "val-loss"} if columns else None)
+        except UserError as error:
+            assert str(error).startswith(str(path))  # names the file (and the line, per row)
+            check_answer(fit, (1, 2), capsys)
+            return
+        # Read cleanly: every value is a finite number in its range.
+        assert all(math.isfinite(v) for v in (*table.nonzeros, *table.data, *table.loss, *table.sparsity))
+        assert all(0 <= s < 1 for s in table.sparsity) and min(table.loss) > 0
+        if fit_valid_tables:
+            check_answer(fit, (0, 1, 3), capsys)
+    return check
+
+
+test_mutated_results_tables_get_a_clear_answer = table_property(FAST, fit_valid_tables=False)
+test_mutated_results_tables_get_a_clear_answer_soak = pytest.mark.slow(table_property(
+    settings(SLOW, max_examples=150), fit_valid_tables=True))
+
+
+# --- explicit hostile cases ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system [echo hacked]",
+                                 "!!python/object:builtins.dict {a: 1}", "!!python/name:os.system",
+                                 "!include /etc/passwd"])
+def test_yaml_tags_that_construct_objects_are_refused_with_file_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, tag: str
+) -> None:
+    spec = tmp_path / "tagged.yaml"
+    spec.write_text((ROOT / "tests/fixtures/run/tiny_vit.yaml").read_text().replace(
+        "seed: 0\nmodel:", f"seed: {tag}\nmodel:", 1))
+    _, err = check_answer(["validate", str(spec)], (1,), capsys)
+    assert f"{spec}:3:7: unsupported YAML tag" in err
+
+
+def test_extends_outside_the_tree_is_resolved_shown_and_read_as_data_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("#!/bin/sh\necho this is not a spec\n")
+    spec = tmp_path / "deep" / "er" / "spec.yaml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text("extends: ../../outside.txt\nname: x\n")
+    _, err = check_answer(["validate", str(spec)], (1,), capsys)
+    assert "outside.txt" in err and "expected a mapping" in err
+    spec.write_text("extends: ../../../../../../../../../../dev/zero\nname: x\n")  # never read
+    _, err = check_answer(["validate", str(spec)], (1,), capsys)
+    assert "not found (looked for /dev/zero)" in err
+
+
+def test_a_deeply_nested_spec_is_an_error_not_a_recursion_crash(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = tmp_path / "deep.yaml"
+    spec.write_text("name: x\nmodel: " + "[" * 5000 + "]" * 5000 + "\n")
+    _, output = check_answer(["validate", str(spec)], (1,), capsys)
+    assert f"{spec}:2:71: nesting deeper than 64 levels" in output
+
+
+@pytest.mark.parametrize("command", [["validate"], ["fit"]])
+def test_a_subprocess_with_bad_input_exits_cleanly(tmp_path: Path, command: list[str]) -> None:
+    bad = tmp_path / ("bad.yaml" if command == ["validate"] else "bad.csv")
+    bad.write_text("model: {kind: vit, base: {layers: -1}}\n" if command == ["validate"]
+                   else "sparsity,nonzeros,data,loss\n0.5,1e6,abc,2.0\n")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", *command, str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr  # validate lists problems on stdout
+    assert done.returncode == 1 and "Traceback" not in output
+    assert str(bad) in output
