@@ -289,6 +289,20 @@ def test_a_deeply_nested_spec_is_an_error_not_a_recursion_crash(tmp_path: Path, 
     assert f"{spec}:2:71: nesting deeper than 64 levels" in output
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("big.csv", "sparsity,nonzeros,data,loss\n0.5,1e6," + "x" * 200_000 + ",2.0\n", "big.csv:2: not valid CSV"),
+    ("dup.csv", "sparsity,sparsity,nonzeros,data,loss\n0.5,0.1,1e6,2,2.0\n", "dup.csv:1: duplicate column(s) 'sparsity'"),
+    ("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", "deep.jsonl:1: not valid JSON (nested too deeply)"),
+    ("nul.csv", "sparsity,nonzeros,data,loss\n0.5,1e6,\0,2.0\n", "nul.csv:2: column 'data' is not a number"),
+])
+def test_hostile_results_tables_get_one_line_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, name: str, text: str, message: str
+) -> None:
+    (tmp_path / name).write_text(text)
+    _, output = check_answer(["fit", str(tmp_path / name), "--no-report"], (1,), capsys)
+    assert f"{tmp_path / message}" in output
+
+
 @pytest.mark.parametrize("command", [["validate"], ["fit"]])
 def test_a_subprocess_with_bad_input_exits_cleanly(tmp_path: Path, command: list[str]) -> None:
     bad = tmp_path / ("bad.yaml" if command == ["validate"] else "bad.csv")

@@ -103,11 +103,27 @@ def _read_rows(path: Path) -> list[dict[str, object]]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            except RecursionError:
+                raise UserError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: each line must be a JSON object")
             rows.append(row)
         return rows
-    return list(csv.DictReader(text.splitlines()))
+    return _read_csv(path, text)
+
+
+def _read_csv(path: Path, text: str) -> list[dict[str, object]]:
+    reader = csv.reader(text.splitlines())
+    try:
+        header = next(reader, [])
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise UserError(f"{path}:1: duplicate column(s) {', '.join(map(repr, duplicated))}")
+        # As csv.DictReader: a short row reads None for its missing cells, extra cells are dropped.
+        return [{name: values[i] if i < len(values) else None for i, name in enumerate(header)}
+                for values in reader if values]
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
 def read_results(path: Path, columns: dict[str, str] | None = None) -> ResultsTable:
