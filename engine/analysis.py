@@ -43,9 +43,22 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
         from engine.report.studies import pretrained_vs_scratch_blocks
 
         law, where = load_law(analysis.pretrained_vs_scratch.law, spec_dir, "analysis.pretrained_vs_scratch.law")
-        blocks += pretrained_vs_scratch_blocks(law, where, table)
+        blocks += pretrained_vs_scratch_blocks(law, where, with_pretrain_data(table, runs))
     write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies")
     return report_dir
+
+
+def with_pretrain_data(table: ResultsTable, runs: list[RunPlan]) -> ResultsTable:
+    """The table with each pretrained row's `pretrain_data` (its source's D) taken from the plan
+    where the results lack it (rows written before the column existed)."""
+    source_data = {run.run_id: run.source.data for run in runs if run.source is not None}
+    run_ids = [str(r) for r in table.extra.get("run_id", [])]
+    if not run_ids or not source_data:
+        return table
+    recorded = table.extra.get("pretrain_data") or [""] * len(table)
+    filled = [value if value not in ("", None) else source_data.get(run_id, "")
+              for value, run_id in zip(recorded, run_ids, strict=True)]
+    return replace(table, extra={**table.extra, "pretrain_data": filled})
 
 
 def _fit_settings(settings: FitSettingsSpec | None, holdout: str, **extra: object) -> FitSettings:

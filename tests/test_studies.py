@@ -90,3 +90,15 @@ def test_pretrained_vs_scratch_without_pretrain_data_says_why() -> None:
                               {"init": ["pretrained"], "pretrain_data": [""]})
     text = " ".join(getattr(b, "text", "") for b in pretrained_vs_scratch_blocks(paper.VIT_JFT, "x", table))
     assert "cannot be computed" in text
+
+
+def test_pretrain_data_missing_from_results_is_taken_from_the_plan() -> None:
+    from types import SimpleNamespace
+
+    from engine.analysis import with_pretrain_data
+
+    table = table_from_arrays(np.array([0.5, 0.0]), np.array([1e7, 2e7]), np.array([1e8, 1e8]), np.array([3.0, 2.9]),
+                              {"init": ["pretrained", "scratch"], "run_id": ["a1", "b2"]})
+    runs = [SimpleNamespace(run_id="a1", source=SimpleNamespace(data=5e9)), SimpleNamespace(run_id="b2", source=None)]
+    assert with_pretrain_data(table, runs).numeric_column("pretrain_data") is None  # the scratch row stays blank
+    assert with_pretrain_data(table, runs).extra["pretrain_data"] == [5e9, ""]
