@@ -54,8 +54,16 @@ def test_nm_refit_recovers_the_sparsity_term_per_group_with_dense_frozen(tmp_pat
     assert gains_table.rows[0][:3] == ["n:4", "2:4, 1:4", "12 + 6 dense"]
     assert gains_table.rows[0][3].startswith(f"{float(gain(TRUE_NM['4'], 0.5)):.2f}x")
     assert gains_table.rows[1][-1] == "1.67x / 1.81x"  # the paper's Table 3 beside ours
+    assert "Caution" not in " ".join(getattr(b, "text", "") for b in blocks)
     html = write_blocks(tmp_path, blocks, "n:m").read_text()
     assert "Table 3" in html and (tmp_path / "figures" / "nm_loss_vs_nonzeros.png").stat().st_size > 1000
+
+
+def test_nm_refit_without_dense_runs_says_the_gains_are_weak() -> None:
+    settings = FitSettings(huber_delta=1e-3, log_loss=True, starts=4, bootstrap=0, holdout="none")
+    groups = nm_refit_groups(_nm_table({"2:4": 0.5, "1:4": 0.75}), DENSE, "dense.json", settings)
+    assert groups[0].dense_runs == 0
+    assert "Caution: no dense" in " ".join(getattr(b, "text", "") for b in nm_refit_blocks(groups, DENSE, "x"))
 
 
 def test_nm_refit_needs_nm_rows() -> None:

@@ -59,8 +59,13 @@ def nm_refit_blocks(groups: list[NmGroup], dense: LawCoefficients, dense_source:
         c = group.fit.coefficients
         coefficient_rows.append([group.label, fmt(c.a_S), fmt(c.b_S), fmt(c.c_S), f"{group.fit.objective:.3g}",
                                  group.fit.diagnostics.verdict])
+    caveat = [] if all(group.dense_runs for group in groups) else [Paragraph(
+        "Caution: no dense (S = 0) runs were available to this refit (the dense law came from a fit file, not a "
+        "spec with results), so a_S + c_S, the law at S = 0, is extrapolated from the n:m levels alone and the "
+        "gains are weakly determined.")]
     return [
         Heading("n:m sparsity (Table 3)"),
+        *caveat,
         Paragraph(
             "Section 4.1's method: the dense part of the law (b_N, a_D, b_D, c) is frozen at the unstructured "
             f"fit of {dense_source}, and only the sparsity term a_S, b_S, c_S is refitted, separately for each "
