@@ -155,7 +155,7 @@ def test_twenty_plus_random_and_targeted_kills(tmp_path: Path, baseline: Path) -
     finished_once = run_engine(tmp_path / "timing")
     assert finished_once.returncode == 0
     duration = time.perf_counter() - started
-    kills, random_kills, rounds = 0, 0, 0
+    kills, random_kills, rounds, verified, earlier_attempts = 0, 0, 0, 0, 0
     while kills < 24:
         rounds += 1
         assert rounds < 80, "the sweep makes no progress between kills"
@@ -167,6 +167,8 @@ def test_twenty_plus_random_and_targeted_kills(tmp_path: Path, baseline: Path) -
             code = run_engine(tmp_path, ENGINE_TEST_KILL_AT=f"{point}:{rng.randint(1, 3)}").returncode
         if code == 0:  # finished between kills: start the sweep over to keep killing
             assert_same_as_baseline(tmp_path, baseline)
+            verified += 1
+            earlier_attempts += attempts(tmp_path)
             for run_dir in run_dirs(tmp_path):
                 subprocess.run(["rm", "-rf", str(run_dir)], check=True)
             (sweep_dir(tmp_path) / "results.jsonl").unlink()
@@ -176,5 +178,7 @@ def test_twenty_plus_random_and_targeted_kills(tmp_path: Path, baseline: Path) -
     finished = run_engine(tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert_same_as_baseline(tmp_path, baseline)
-    print(f"\nkills survived: {kills} ({random_kills} at random moments) in {rounds} rounds; "
-          f"run attempts {attempts(tmp_path)} for {len(run_dirs(tmp_path))} runs")
+    verified += 1
+    print(f"\nkills survived: {kills} ({random_kills} at random moments, {kills - random_kills} "
+          f"inside writes) in {rounds} rounds; {verified} sweeps of 2 runs finished and equal the "
+          f"baseline; run starts and resumes (attempts.jsonl): {earlier_attempts + attempts(tmp_path)}")
