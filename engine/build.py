@@ -12,7 +12,8 @@ import jax
 import optax
 
 from engine import models
-from engine.data import build_source
+from engine.data import DataSource, build_source
+from engine.models import Batch
 from engine.errors import UserError
 from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
 from engine.parallel import build_layout
@@ -94,6 +95,23 @@ def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
     )
 
 
+class ContinuedData:
+    """A pruned pretrained run's data: the source's stream, continued past what the source saw."""
+
+    def __init__(self, inner: DataSource, offset: int) -> None:
+        self.inner, self.offset = inner, offset
+        self.examples_per_step = inner.examples_per_step
+        self.units_per_example = inner.units_per_example
+        self.available_examples = inner.available_examples
+        self.fingerprint = inner.fingerprint
+
+    def batch(self, step: int) -> Batch:
+        return self.inner.batch(self.offset + step)
+
+    def eval_batches(self) -> list[Batch]:
+        return self.inner.eval_batches()
+
+
 def build_setup(run: RunPlan) -> RunSetup:
     """Everything `engine.train.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
@@ -101,10 +119,11 @@ def build_setup(run: RunPlan) -> RunSetup:
     params_shape = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
     load_params = None
     if run.source is not None:
-        try:
-            check_source(run.source, params_shape)  # fail here, before the run writes anything
-        except UserError as error:
-            raise UserError(f"{where}: {error}") from None
+        if run.loads_source():
+            try:
+                check_source(run.source, params_shape)  # fail here, before the run writes anything
+            except UserError as error:
+                raise UserError(f"{where}: {error}") from None
         load_params = partial(load_source_params, run.source, params_shape)
     sparsified = sparsified_tree(params_shape, dims)
     pattern = build_pattern(run.spec.sparsity)
@@ -118,7 +137,9 @@ def build_setup(run: RunPlan) -> RunSetup:
         raise UserError(f"{where}: {error}") from error
     source = run.spec.data.source
     data = build_source(source.kind, source_settings(run.spec.data), dims, run.batch_size,
-                        source.seed, run.spec_dir, run.steps)
+                        source.seed, run.spec_dir, run.data_offset + run.steps)
+    if run.data_offset:
+        data = ContinuedData(data, run.data_offset)
     policy = run.spec.run
     return RunSetup(
         dims=dims,

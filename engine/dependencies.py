@@ -28,14 +28,24 @@ class Dependency:
         """What is missing, or None when the dependency is satisfied."""
         runs = plan_experiment(self.spec, working_dir=working_dir)
         if self.run_ids:
-            missing = [r for r in runs if r.run_id in self.run_ids and r.status.state != "done"]
+            sources = [r for r in runs if r.run_id in self.run_ids]
+            missing = [r for r in sources if r.status.state != "done"]
             if missing:
                 states = ", ".join(f"{r.run_id} {r.status.describe()}" for r in missing)
                 return f"{len(missing)} of its {len(self.run_ids)} source run(s) not done ({states})"
+            gone = [r for r in sources if not (working_dir / r.run_dir / "checkpoints" / str(r.steps)).is_dir()]
+            if gone:
+                return f"source run(s) done but their final checkpoint is gone ({', '.join(r.run_id for r in gone)})"
         if self.needs_fit:
             path = fit_file(runs)
-            if not path.is_file():
+            unfinished = sum(r.status.state in ("new", "partial") for r in runs)  # failed runs are final
+            if unfinished:
+                return f"{unfinished} of its {len(runs)} runs not done, so no final fit yet"
+            results = working_dir / runs[0].run_dir.parent / "results.jsonl"
+            if not (working_dir / path).is_file():
                 return f"no fitted law yet ({path})"
+            if results.is_file() and results.stat().st_mtime > (working_dir / path).stat().st_mtime:
+                return f"its fit ({path}) is older than its results: `engine run` refits"
         return None
 
 
@@ -48,8 +58,8 @@ def dependencies_of(runs: list[RunPlan], analysis: bool = True) -> list[Dependen
     """The specs `runs` need: one entry per spec and reason, in the order first met."""
     found: list[Dependency] = []
     sources: dict[Path, set[str]] = {}
-    for run in runs:
-        if run.source is not None and run.source.spec_path is not None and run.source.run_id:
+    for run in runs:  # only runs that will read their source need it (not done, not resuming)
+        if run.loads_source() and run.source.spec_path is not None and run.source.run_id:
             sources.setdefault(run.source.spec_path, set()).add(run.source.run_id)
     for spec, run_ids in sources.items():
         found.append(Dependency(spec, "init.source", run_ids=frozenset(run_ids)))

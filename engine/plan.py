@@ -39,6 +39,7 @@ from spec.model import PRESETS, DecoderModel, T5Model, VitModel
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
 RUN_ID_LENGTH = 12
+CHECKPOINT_MANIFEST = "manifest.sha256.json"  # engine.checkpoint.MANIFEST, named here without importing JAX
 
 ModelSpec = VitModel | T5Model | DecoderModel
 
@@ -77,10 +78,14 @@ class PretrainedSource:
     dims: ModelDims | None = None  # kind: run: the source's model shape
 
     def identity(self) -> dict[str, Any]:
-        """What enters the pruned run's id: the source run and step (or the path and step)."""
+        """What enters the pruned run's id: the source run and step, or for a bare checkpoint its
+        step and the digest of its checksum manifest (the same contents wherever it lies)."""
         if self.run_id is not None:
             return {"run_id": self.run_id, "step": self.step}
-        return {"checkpoint": self.checkpoints.as_posix(), "step": self.step}
+        manifest = self.checkpoints / str(self.step) / CHECKPOINT_MANIFEST
+        if manifest.is_file():
+            return {"checkpoint_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(), "step": self.step}
+        return {"checkpoint": self.checkpoints.resolve().as_posix(), "step": self.step}  # absent: where it should be
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "checkpoints": self.checkpoints.as_posix(), "step": self.step,
@@ -113,6 +118,7 @@ class RunPlan:
     init: Literal["scratch", "pretrained"]
     status: RunStatus
     source: PretrainedSource | None = None  # init: pretrained only
+    data_offset: int = 0  # a pruned run's data continues the source's stream: its step 0 is this step
 
     @property
     def d_model(self) -> int:
@@ -131,6 +137,14 @@ class RunPlan:
         """'unstructured' or 'n:m' (for tables; the spec holds the typed pattern)."""
         pattern = self.spec.sparsity.pattern
         return f"{pattern.n}:{pattern.m}" if isinstance(pattern, NmPattern) else pattern.kind
+
+    def loads_source(self, working_dir: Path = Path(".")) -> bool:
+        """Whether starting this run reads its pretrained source: not done, and no checkpoint of
+        its own yet (an interrupted run resumes from its own, never from its source again)."""
+        if self.source is None or self.status.state == "done":
+            return False
+        own = working_dir / self.run_dir / "checkpoints"
+        return not (own.is_dir() and any(p.name.isdigit() for p in own.iterdir()))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +167,7 @@ class RunPlan:
             "flops_sparse": self.flops_sparse,
             "init": self.init,
             "source": None if self.source is None else self.source.to_json(),
+            "data_offset": self.data_offset,
             "status": asdict(self.status),
             "run_dir": self.run_dir.as_posix(),
             "dims": asdict(self.dims),
@@ -237,7 +252,8 @@ def run_id(spec: ExperimentSpec, dims: ModelDims, source: PretrainedSource | Non
     semantic = {
         "model": asdict(dims),
         "sparsity": spec.sparsity.model_dump(mode="json"),
-        "init": spec.init.model_dump(mode="json"),
+        # A resolved source stands for itself (below), however its spec path or `where` is spelt.
+        "init": spec.init.model_dump(mode="json", exclude={"source"} if source is not None else None),
         "optimizer": spec.optimizer.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json"),
         "seed": spec.seed,
@@ -290,14 +306,14 @@ def plan_run(
         source = resolve_source(spec.init, spec_dir, sources)
         check_same_shapes(dims, source)
         if spec.init.budget_fraction is not None:
-            steps = max(1, round(spec.init.budget_fraction * (source.steps or source.step)))
+            steps = budget_steps(spec.init.budget_fraction, source, spec.data.batch_size * _per_example(dims))
             spec = spec.model_copy(update={"data": spec.data.model_copy(update={"steps": steps})})
     identity = run_id(spec, dims, source)
     run_dir = Path(spec.run.output_dir) / spec.name / identity
     dense_params = sizing.sparsified_params(dims)
     nonzeros = sizing.nonzeros_at(dims, spec.sparsity.level)
     examples = spec.data.steps * spec.data.batch_size
-    per_example = dims.seq_len if dims.family in ("t5", "decoder") else 1
+    per_example = _per_example(dims)
     data = examples * per_example
     k = costs.flops_per_param_example(encoder_decoder=dims.family == "t5")
     c_mul = cost_multiplier(spec.sparsity)
@@ -323,6 +339,7 @@ def plan_run(
         init=spec.init.kind,
         status=read_status(working_dir / run_dir),
         source=source,
+        data_offset=0 if source is None else continued_from(source, examples * per_example // spec.data.steps),
     )
 
 
@@ -440,7 +457,7 @@ def _matches(plan: RunPlan, where: dict[str, Any], spec_path: Path) -> bool:
 def check_same_shapes(dims: ModelDims, source: PretrainedSource) -> None:
     """A source run must have exactly this run's parameter shapes (checked again against the
     checkpoint itself when the parameters are loaded)."""
-    if source.dims is None or source.dims == dims:
+    if source.dims is None:
         return
     ours, theirs = sizing.param_shapes(dims), sizing.param_shapes(source.dims)
     for name in sorted(ours.keys() | theirs.keys()):
@@ -450,7 +467,28 @@ def check_same_shapes(dims: ModelDims, source: PretrainedSource) -> None:
                 f"{_shape(ours.get(name))} in this model (d_model {source.dims.d_model} there, {dims.d_model} "
                 "here): a pretrained run must have its source's model"
             )
-    raise UserError(f"init.source: {source.label} is a different model ({source.dims}) than this run ({dims})")
+
+
+def budget_steps(fraction: float, source: PretrainedSource, data_per_step: int) -> int:
+    """init.budget_fraction as steps: a fraction of the source's D (the paper's 5.6% of the
+    pretraining budget), so a different batch size still gives that share of the data. A bare
+    checkpoint's D is unknown: then a fraction of its steps."""
+    if source.data is not None:
+        return max(1, round(fraction * source.data / data_per_step))
+    return max(1, round(fraction * (source.steps or source.step)))
+
+
+def continued_from(source: PretrainedSource, data_per_step: int) -> int:
+    """The data step a pruned run starts at: past everything its source trained on (the paper
+    prunes on fresh data; a file source would otherwise repeat its first batches)."""
+    if source.data is not None:
+        return -(-source.data // data_per_step)  # ceil: never reuse a partly seen batch
+    return source.step
+
+
+def _per_example(dims: ModelDims) -> int:
+    """D per example: tokens for language models, 1 image for vit (DESIGN.md section 4)."""
+    return dims.seq_len if dims.family in ("t5", "decoder") else 1
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:

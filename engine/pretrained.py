@@ -26,8 +26,9 @@ STATE_ITEM = "state"  # the item engine.checkpoint.CheckpointStore saves the tra
 def _step_dir(source: PretrainedSource) -> Path:
     """The source's step directory, after checking the run finished and the step exists whole."""
     if source.status is not None and source.status.state != "done":
+        retry = " --retry-failed" if source.status.state == "failed" else ""
         raise UserError(f"{source.label} is not finished ({source.status.describe()}): "
-                        f"train it first (`engine run {source.spec_path}`)")
+                        f"train it first (`engine run {source.spec_path}{retry}`)")
     if not source.checkpoints.is_dir():
         raise UserError(f"{source.label}: no checkpoint directory {source.checkpoints}")
     step_dir = source.checkpoints.absolute() / str(source.step)  # Orbax reads absolute paths only
@@ -100,11 +101,11 @@ def load_params(source: PretrainedSource, params_shape: Any) -> Any:
 
 
 def check_run_sources(runs: list[RunPlan], params_shape_of: Any) -> None:
-    """Pre-flight for `engine run`: every pretrained run's source is finished, present, whole and
-    of this run's shapes, before anything is written. `params_shape_of(run)` gives a run's
-    parameter ShapeDtypeStructs."""
+    """Pre-flight for `engine run`: the source of every run that will load one is finished,
+    present, whole and of this run's shapes, before anything is written. `params_shape_of(run)`
+    gives a run's parameter ShapeDtypeStructs."""
     for run in runs:
-        if run.source is not None:
+        if run.loads_source():
             try:
                 check_source(run.source, params_shape_of(run))
             except UserError as error:

@@ -144,8 +144,8 @@ class DataSpec(SpecModel):
     """The data source and the training budget."""
 
     source: DataSource = Field(description="Where examples come from.")
-    steps: int = Field(
-        default=None,  # type: ignore[assignment]  # required unless init.budget_fraction sets it
+    steps: int | None = Field(
+        default=None,  # required unless init.budget_fraction sets it: never None once planned
         gt=0,
         description=(
             "Training steps. D = steps x batch_size examples (x seq_len tokens for language models). "

@@ -1,8 +1,8 @@
 """`sparsity:` how much, in what pattern, where, and on which schedule (DESIGN.md section 2).
 
 The level S is the final fraction of zeros in every sparsified tensor. An n:m pattern keeps n of
-every m consecutive weights along a kernel's fan_in, so its level is not free: it must be written
-and equal 1 - n/m (explicit, so that a sweep over patterns reads as a zip of pattern and level).
+every m consecutive weights along a kernel's fan_in, so its level is not free: 1 - n/m. It may be
+left out (then it is derived, so a sweep can grid over patterns) or written, and must then agree.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ _NM_STRING = re.compile(r"^\s*\d+\s*:\s*\d+\s*$")
 class SparsitySpec(SpecModel):
     """Which weights are pruned, to what level, how and when."""
 
-    level: float = Field(
-        default=None,  # type: ignore[assignment]  # filled in from an n:m pattern, else required
+    level: float | None = Field(
+        default=None,  # filled in from an n:m pattern, else required: never None after validation
         ge=0, lt=1,
         description=(
             "Final sparsity S in [0, 1): the fraction of zeros in each sparsified tensor. "

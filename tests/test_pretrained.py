@@ -81,22 +81,55 @@ def test_stop_message_names_what_to_run(tmp_path: Path, monkeypatch, capsys) -> 
 
 def test_plan_lists_the_dependency_and_the_source(here, capsys) -> None:
     capsys.readouterr()
-    assert main(["plan", "tiny_prune.yaml", "--json"]) == 0
+    assert main(["plan", "tiny_prune.yaml", "--json", "--set", "sweep.grid={sparsity.level: [0.75, 0.5]}"]) == 0
     document = json.loads(capsys.readouterr().out)
-    (dependency,) = document["dependencies"]
+    (dependency,) = document["dependencies"]  # the new 0.5 run will read its source
     assert dependency["spec"] == "tiny_vit.yaml" and dependency["ready"] is True
-    (run,) = document["runs"]
-    assert run["source"]["run_id"] == dependency["runs"][0] and run["source"]["step"] == 16
-    assert run["steps"] == 8 and run["status"]["state"] == "done"
+    done, new = document["runs"]
+    assert new["source"]["run_id"] == dependency["runs"][0] and new["source"]["step"] == 16
+    assert done["steps"] == 8 and done["status"]["state"] == "done" and new["status"]["state"] == "new"
 
 
-def test_source_identity_is_part_of_the_run_id(here) -> None:
+def _checkpoint_spec(here, directory: Path, step: int, checkpoints: Path) -> Path:
+    """tiny_prune with its source given as a bare checkpoint directory and step."""
+    spec = directory / f"from_step_{step}.yaml"
+    spec.write_text((here.dir / "tiny_prune.yaml").read_text().replace(
+        "source: {kind: run, spec: tiny_vit.yaml, where: {model.nonzeros: 1000, sparsity.level: 0.0}}",
+        f"source: {{kind: checkpoint, path: {checkpoints.as_posix()}, step: {step}}}",
+    ).replace("extends: tiny_vit.yaml", f"extends: {(here.dir / 'tiny_vit.yaml').as_posix()}"))
+    return spec
+
+
+def test_source_identity_is_part_of_the_run_id(here, tmp_path: Path) -> None:
     (pruned,) = plan_experiment("tiny_prune.yaml")
-    (other,) = plan_experiment("tiny_prune.yaml", [
-        "init.source.where={model.nonzeros: 2000, sparsity.level: 0.0}", "model.d_model=16"])
-    (scratch,) = plan_experiment("tiny_prune.yaml", ["init={kind: scratch}", "data.steps=8"])
-    assert other.source.run_id != pruned.source.run_id
-    assert len({pruned.run_id, other.run_id, scratch.run_id}) == 3
+    # the same run however its spec and source paths are spelt
+    (absolute,) = plan_experiment(here.dir / "tiny_prune.yaml", ["init.source.spec=./tiny_vit.yaml"])
+    assert absolute.run_id == pruned.run_id
+    # only the source differs (the same model, the step it is taken at): another run
+    checkpoints = here.dir / pruned.source.checkpoints
+    (at_16,) = plan_experiment(_checkpoint_spec(here, tmp_path, 16, checkpoints))
+    (at_8,) = plan_experiment(_checkpoint_spec(here, tmp_path, 8, checkpoints))
+    assert at_16.run_id != at_8.run_id
+    # a bare checkpoint is known by its contents (manifest digest), not by where it lies
+    moved = tmp_path / "moved"
+    shutil.copytree(checkpoints, moved)
+    (moved_16,) = plan_experiment(_checkpoint_spec(here, tmp_path / ".", 16, moved))
+    assert moved_16.run_id == at_16.run_id
+
+
+def test_a_source_of_another_width_is_refused_at_plan_time(here) -> None:
+    with pytest.raises(UserError, match=r"parameter encoder/block_0/attn/key/bias is 12 in run \w+ of "
+                                        r"tiny_vit.yaml but 16 in this model"):
+        plan_experiment("tiny_prune.yaml", ["model.d_model=16"])
+
+
+def test_the_pruned_run_continues_the_source_data_stream(here) -> None:
+    (run,) = plan_experiment("tiny_prune.yaml")
+    source = _source(run)
+    assert run.data_offset == source.steps == 16  # same batch size: exactly where the source stopped
+    ours, theirs = build_setup(run).data.batch(0), build_setup(source).data.batch(16)
+    for key in theirs:
+        np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(theirs[key]))
 
 
 def test_params_only_restore_fresh_optimizer_masks_from_restored_weights(here) -> None:
@@ -195,9 +228,29 @@ def test_shape_mismatch_names_the_tensor_and_writes_nothing(here, tmp_path: Path
 
 def test_missing_step_and_unfinished_source_are_clear_errors(here) -> None:
     (run,) = plan_experiment("tiny_prune.yaml")
+    # a run not started yet (no checkpoint of its own), so its source is read
+    run = replace(run, run_dir=Path("runs/not-started"), status=replace(run.status, state="new"))
     missing = replace(run, source=replace(run.source, step=999))
     with pytest.raises(UserError, match=r"no checkpoint at step 999 .*saved steps: 8, 16"):
         build_setup(missing)
     unfinished = replace(run, source=replace(run.source, status=replace(run.source.status, state="partial", step=8)))
     with pytest.raises(UserError, match=r"is not finished \(partial at step 8\).*engine run tiny_vit.yaml"):
         build_setup(unfinished)
+    failed = replace(run, source=replace(run.source, status=replace(run.source.status, state="failed")))
+    with pytest.raises(UserError, match=r"engine run tiny_vit.yaml --retry-failed"):
+        build_setup(failed)
+
+
+def test_dependencies_follow_what_the_runs_still_need(here, tmp_path: Path, monkeypatch, capsys) -> None:
+    shutil.copytree(here.dir, tmp_path / "copy")
+    monkeypatch.chdir(tmp_path / "copy")
+    (source,) = [p for p in plan_experiment("tiny_vit.yaml") if p.run_id == plan_experiment("tiny_prune.yaml")[0].source.run_id]
+    shutil.rmtree(source.run_dir / "checkpoints" / "16")
+    # the pruned run is done: its report needs nothing of the source any more
+    capsys.readouterr()
+    assert main(["plan", "tiny_prune.yaml", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dependencies"] == []
+    assert main(["run", "tiny_prune.yaml"]) == 0
+    # a new pruned run (another level) does need it, and says what is missing
+    assert main(["run", "tiny_prune.yaml", "--set", "sweep.grid={sparsity.level: [0.5]}"]) == 1
+    assert f"final checkpoint is gone ({source.run_id})" in capsys.readouterr().err

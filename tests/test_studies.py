@@ -93,10 +93,18 @@ def test_pretrained_vs_scratch_table_is_the_data_equivalence() -> None:
     assert layout.rows[0] == ["d_model 384", "3x / 0.159x", "5x / 0.265x"]  # inc. = exc. / (1 / 0.056 + 1)
 
 
-def test_pretrained_vs_scratch_without_pretrain_data_says_why() -> None:
-    table = table_from_arrays(np.array([0.5]), np.array([1e7]), np.array([1e8]), np.array([3.0]),
-                              {"init": ["pretrained"], "pretrain_data": [""]})
-    text = " ".join(getattr(b, "text", "") for b in pretrained_vs_scratch_blocks(paper.VIT_JFT, "x", table))
+def test_pretrained_rows_without_pretrain_data_are_named_and_the_rest_kept() -> None:
+    table = table_from_arrays(np.array([0.5, 0.5, 0.0]), np.array([1e7, 2e7, 2e7]), np.array([1e8] * 3),
+                              np.array([3.0, 2.9, 2.8]),
+                              {"init": ["pretrained", "pretrained", "scratch"], "pretrain_data": ["", 2e9, ""],
+                               "run_id": ["a1", "b2", "c3"]})
+    blocks = pretrained_vs_scratch_blocks(paper.VIT_JFT, "x", table)
+    text = " ".join(getattr(b, "text", "") for b in blocks)
+    assert "1 pretrained run(s) have no `pretrain_data`" in text and "a1" in text
+    detail = [b for b in blocks if isinstance(b, Table)][-1]
+    assert len(detail.rows) == 1 and detail.rows[0][5] == "2e+09"  # the run with its D, the scratch row not at all
+    only_unknown = table.select(np.array([True, False, False]))
+    text = " ".join(getattr(b, "text", "") for b in pretrained_vs_scratch_blocks(paper.VIT_JFT, "x", only_unknown))
     assert "cannot be computed" in text
 
 

@@ -172,9 +172,13 @@ def ensure_dependencies(
             raise UserError(f"{path}: specs depend on each other ({' -> '.join(p.name for p in (*chain, dep))})")
         console.print(f"[bold]{path} needs {dep}: running it first[/bold]")
         code = run_spec(dep, args, console, overrides=[], only=[], chain=(*chain, path.resolve()))
-        if code != 0:
-            console.print(f"{dep} did not finish (exit {code}); {path} not started")
-            return code
+        if code == EXIT_RESUMABLE:
+            return code  # preempted: the same command resumes the dependency, then this spec
+    still = [(d, problem) for d, _ in unmet if (problem := d.unmet()) is not None]
+    if still:  # a failed run this spec does not need is no reason to stop; one it needs is
+        lines = "\n".join(f"  {d.spec} ({d.why}): {problem}" for d, problem in still)
+        console.print(f"[red]{path} not started: its dependencies are still not met[/red]\n{lines}")
+        return 1
     return 0
 
 

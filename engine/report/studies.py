@@ -137,11 +137,15 @@ def pretrained_vs_scratch_blocks(law: LawCoefficients, law_source: str, table: R
     heading = Heading("Pruned pretrained models vs sparsifying from scratch (Table 4)")
     if not pretrained.any():
         return [heading, Paragraph("No pretrained runs in this table.")]
-    rows_idx = np.flatnonzero(pretrained)
-    pretrain = table.numeric_column("pretrain_data")
-    if pretrain is None or not np.isfinite(pretrain[rows_idx]).all():
-        return [heading, Paragraph("The pretrained runs have no numeric `pretrain_data` (their source's D), so "
-                                   "Table 4 cannot be computed; a bare checkpoint source does not record it.")]
+    pretrain = _numbers(table.extra.get("pretrain_data") or [None] * len(table))
+    unknown = np.flatnonzero(pretrained & ~np.isfinite(pretrain))
+    rows_idx = np.flatnonzero(pretrained & np.isfinite(pretrain))
+    note = [] if not len(unknown) else [Paragraph(
+        f"{len(unknown)} pretrained run(s) have no `pretrain_data` (their source's D; a bare checkpoint source "
+        "does not record it) and are left out" + (": " + ", ".join(str(table.extra["run_id"][r]) for r in unknown)
+                                                   if "run_id" in table.extra else "") + ".")]
+    if not len(rows_idx):
+        return [heading, *note, Paragraph("So Table 4 cannot be computed.")]
     equivalences = equivalence_table(law, table.sparsity[rows_idx], table.nonzeros[rows_idx], table.loss[rows_idx],
                                      table.data[rows_idx], pretrain[rows_idx])
     widths = table.extra.get("d_model") or ["?"] * len(table)
@@ -160,6 +164,7 @@ def pretrained_vs_scratch_blocks(law: LawCoefficients, law_source: str, table: R
     unreachable = sum(1 for e in equivalences if not np.isfinite(e.scratch_data))
     blocks: list[Block] = [
         heading,
+        *note,
         Paragraph(
             "Section 4.2's method: each pretrained dense model is pruned over a small fraction of its training "
             f"budget; the from-scratch law of {law_source} is solved for the data D a run sparsified from scratch "
@@ -180,6 +185,16 @@ def pretrained_vs_scratch_blocks(law: LawCoefficients, law_source: str, table: R
             f"{unreachable} pruned run(s) reached a loss at or below the law's infinite-data limit for their S and N: "
             "no amount of from-scratch data matches them by this law (shown as inf)."))
     return blocks
+
+
+def _numbers(values: list[object]) -> np.ndarray:
+    """A column as floats, NaN where a cell is blank or not a number."""
+    def number(value: object) -> float:
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return float("nan")
+    return np.array([number(v) for v in values], np.float64)
 
 
 def pretrained_figure(law: LawCoefficients, table: ResultsTable, rows_idx: np.ndarray, pretrain: np.ndarray) -> bytes:
