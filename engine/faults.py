@@ -31,6 +31,7 @@ NAN_VARIABLE = "ENGINE_TEST_NAN_AT"
 POINTS = ("results-write", "checkpoint-save", "checkpoint-manifest", "file-replace")
 
 _arrivals: Counter[str] = Counter()
+_counting_for: list[object] = [None]  # the settings the counts belong to (in-process tests change them)
 
 
 def _target(variable: str) -> tuple[str, int] | None:
@@ -54,6 +55,9 @@ def reached(point: str) -> None:
     kill, enospc = _target(KILL_VARIABLE), _target(ENOSPC_VARIABLE)
     if kill is None and enospc is None:
         return
+    if _counting_for[0] != (kill, enospc):
+        _counting_for[0] = (kill, enospc)
+        _arrivals.clear()
     _arrivals[point] += 1
     if kill == (point, _arrivals[point]):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,7 @@
 """SIGKILL a real `engine run` again and again, then let it finish: the outcome equals an
 uninterrupted run's, bit for bit.
 
-Kills land on purpose inside a checkpoint save, a checksum-manifest write, a status write and a
+Kills land on purpose (fast tier: 4, one in each kind of write) inside a checkpoint save, a checksum-manifest write, a status write and a
 results append (test-only hooks, engine/faults.py), and at random moments (the slow tier). After
 the last, unhindered `engine run`: every results.jsonl line is whole JSON, each run id appears
 once with the baseline's row, final parameters and the metrics' losses equal the baseline's,
@@ -126,7 +126,6 @@ TARGETED_KILLS = [
     ("checkpoint-manifest", 1),  # a step committed by Orbax, its checksum manifest not yet renamed
     ("file-replace", 3),         # a status.json / spec.yaml temporary file written, not renamed
     ("results-write", 1),        # half a results.jsonl line written and fsynced
-    ("checkpoint-save", 3),
 ]
 
 

@@ -248,6 +248,7 @@ def test_a_full_disk_is_one_clear_error_and_the_previous_checkpoint_survives(
     assert len(text.splitlines()) == 1 and json.loads(text)["steps"] == 16
 
 
+@pytest.mark.slow
 def test_a_real_full_filesystem_stops_with_the_previous_checkpoint_intact(tmp_path: Path) -> None:
     """A 400 kB tmpfs holds one checkpoint of the tiny run, not two (needs mount rights: root in
     a container that allows it; elsewhere the injected ENOSPC test above covers the same path)."""
