@@ -118,13 +118,7 @@ def nm_loss_vs_nonzeros(groups: list[NmGroup], dense: LawCoefficients) -> bytes:
             ones = np.ones_like(grid)
             axis.plot(grid, predict_loss(group.fit.coefficients, s * ones, grid, shortest * ones), color=colour, lw=1.2)
             axis.plot(grid, predict_loss(dense, s * ones, grid, shortest * ones), color=colour, lw=1, ls="--")
-    axis.set_xscale("log")
-    axis.set_xlabel("non-zeros N")
-    axis.set_ylabel("loss")
-    axis.set_title("n:m patterns, shortest training length")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
-    return figures._png(figure)
+    return _loss_vs_nonzeros_png(figure, axis, "n:m patterns, shortest training length")
 
 
 # --- pruned pretrained models (section 4.2, Table 4) ---------------------------------------------
@@ -187,6 +181,16 @@ def pretrained_vs_scratch_blocks(law: LawCoefficients, law_source: str, table: R
     return blocks
 
 
+def _loss_vs_nonzeros_png(figure: plt.Figure, axis: plt.Axes, title: str) -> bytes:
+    axis.set_xscale("log")
+    axis.set_xlabel("non-zeros N")
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return figures._png(figure)
+
+
 def _numbers(values: list[object]) -> np.ndarray:
     """A column as floats, NaN where a cell is blank or not a number."""
     def number(value: object) -> float:
@@ -208,10 +212,4 @@ def pretrained_figure(law: LawCoefficients, table: ResultsTable, rows_idx: np.nd
         n, ones = table.nonzeros[order], np.ones(len(order))
         axis.plot(n, predict_loss(law, s * ones, n, table.data[order]), color=colour, ls="--", lw=1)
         axis.plot(n, predict_loss(law, s * ones, n, table.data[order] + pretrain[order]), color=colour, lw=1)
-    axis.set_xscale("log")
-    axis.set_xlabel("non-zeros N")
-    axis.set_ylabel("loss")
-    axis.set_title("Pruned pretrained vs the from-scratch law")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
-    return figures._png(figure)
+    return _loss_vs_nonzeros_png(figure, axis, "Pruned pretrained vs the from-scratch law")
