@@ -44,7 +44,7 @@ def run_on_slurm(
     logs = sweep_dir.absolute() / "submitit" / "%j"
     try:
         executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
-        executor.update_parameters(**job_parameters(resources, len(jobs), sweep_dir.name), **options)
+        executor.update_parameters(**(job_parameters(resources, len(jobs), sweep_dir.name) | options))
     except (ValueError, NameError, AssertionError, RuntimeError) as error:
         raise UserError(f"--executor slurm: {error}") from None
     submitted = executor.map_array(train_one, jobs)
