@@ -98,6 +98,18 @@ def test_rules_that_do_not_fit_are_errors_before_training() -> None:
         param_spec("fc/kernel", (6, 4), layout, "run x")
 
 
+def test_engine_run_refuses_a_mesh_this_machine_lacks_before_claiming_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from engine.cli import main
+
+    spec = Path(__file__).parent / "fixtures" / "parallel" / "tiny_run.yaml"
+    code = main(["run", str(spec), "--set", f"run.output_dir={tmp_path}", "--set", "parallelism.mesh.data=2"])
+    assert code == 1
+    assert "parallelism.mesh {data: 2, fsdp: 1} needs 2 devices, this process sees 1" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "tiny_sharded").iterdir()] == ["plan.json"]
+
+
 def test_distributed_settings_come_from_the_environment() -> None:
     assert distributed_settings({}) is None
     full = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}

@@ -91,6 +91,7 @@ def execute(
     from engine.sweep import SweepSummary, train_sweep
 
     if executor == "local":
+        check_layouts(runs)
         sweep_dir = runs[0].run_dir.parent
         return train_sweep(runs, sweep_dir, console, **sweep_options)
     jobs = worker_jobs(spec, overrides, runs, sweep_options)
@@ -111,6 +112,24 @@ def execute(
     summary.failed += len(errors)
     _rebuild_results_csv(runs[0].run_dir.parent)
     return summary
+
+
+def check_layouts(runs: list[RunPlan]) -> None:
+    """Sharded runs' meshes and rules fit this machine's devices and the models' shapes: one
+    clear error before any run is claimed or trained. (Remote workers check their own devices.)"""
+    import jax
+
+    from engine.models import init_params
+    from engine.parallel import build_layout
+    from spec.parallelism import ParallelismSpec
+
+    default = ParallelismSpec()
+    for run in runs:
+        parallelism = run.spec.parallelism
+        if parallelism.mesh == default.mesh and not parallelism.rules:
+            continue  # one device, nothing split: nothing can fail to fit
+        params = jax.eval_shape(lambda dims=run.dims: init_params(dims, jax.random.key(0)))
+        build_layout(parallelism, params, run.batch_size, f"run {run.run_id} ({run.experiment})")
 
 
 def _rebuild_results_csv(sweep_dir: Path) -> None:
