@@ -26,7 +26,9 @@ import optax
 from engine.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
-from engine.parallel import Layout, is_primary_process, shard_batch, single_device_layout, state_shardings, with_shardings
+from engine.parallel import (
+    Layout, is_primary_process, shard_batch, single_device_layout, state_shardings, with_shardings,
+)
 from engine.results import write_status
 from engine.sizing import ModelDims
 
