@@ -178,9 +178,13 @@ class CheckpointStore:
             if problem is None:
                 try:
                     restored = self.restore(step, abstract_state)
-                    break
                 except Exception as error:  # noqa: BLE001 - any failure means: try an older step
                     problem = f"restore failed: {type(error).__name__}: {_first_line(error)}"
+                else:
+                    problem = _non_finite(restored.state)
+                    if problem is None:
+                        break
+                    restored = None
             self._report_unusable(step, problem)
             unusable.append(step)
         for step in unusable:
@@ -239,6 +243,18 @@ class CheckpointStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _non_finite(state: Any) -> str | None:
+    """What is wrong with a state holding NaN/inf: a checkpoint saved between a divergence and
+    its detection (the loop reads losses back only every few steps) would diverge again on every
+    resume, so it is unusable like a corrupt one."""
+    import jax.numpy as jnp
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if jnp.issubdtype(getattr(leaf, "dtype", None) or jnp.int32, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+            return f"non-finite values in {jax.tree_util.keystr(path)} (saved after a divergence)"
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -138,6 +138,13 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(
     states = sorted(status(p.parent)["state"] for p in (tmp_path / "tiny_vit").glob("*/status.json"))
     assert states == ["failed"]  # the second run never started
 
+    # Losses are read back every few steps, so step 4's checkpoint was saved with NaN parameters
+    # before the divergence at step 3 was seen: a retry must not resume from it.
+    monkeypatch.delenv("ENGINE_TEST_NAN_AT")
+    assert engine_run(tmp_path, *TWO_RUNS, "--retry-failed") == 0
+    err = capsys.readouterr().err
+    assert "checkpoint step 4" in err and "non-finite values" in err and "starting from step 0" in err
+
 
 def test_a_really_diverging_learning_rate_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert engine_run(tmp_path, *ONE_RUN, "--set", "optimizer.learning_rate.value=1e38") == 1
