@@ -48,6 +48,7 @@ class SweepTiming:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     cache_hits: int = 0
     cache_misses: int = 0
+    rss_before: int = 0  # bytes, the process before the sweep (imports, earlier passes)
     peak_rss: int = 0  # bytes, the whole sweep
     run_peak_rss: list[int] = field(default_factory=list)  # bytes, each run
     rss_after_run: list[int] = field(default_factory=list)  # bytes, after each run
@@ -180,6 +181,7 @@ def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     timing = SweepTiming()
     console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     reset_peak_rss()
+    timing.rss_before = rss_bytes()[0]
     started = time.perf_counter()
     with instrumented(timing):
         summary = engine.sweep.train_sweep(runs, sweep_dir, console)

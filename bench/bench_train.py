@@ -92,7 +92,7 @@ def hand_written_for(run: RunPlan, setup: RunSetup) -> tuple[Any, Any]:
     return reference_step.vit_from_dims(run.dims), optimizer
 
 
-def engine_vs_hand_written(run: RunPlan, calls: int, repeats: int) -> EngineVsHandWritten:
+def engine_vs_hand_written(run: RunPlan, samples: int) -> EngineVsHandWritten:
     setup = build_setup(run)
     batch = device_batch(setup)
     model, optimizer = hand_written_for(run, setup)
@@ -117,7 +117,7 @@ def engine_vs_hand_written(run: RunPlan, calls: int, repeats: int) -> EngineVsHa
     times = interleaved_medians(
         {"engine": DonatingStepper(engine_step, engine_state, batch),
          "hand": DonatingStepper(hand_step, hand_state, batch)},
-        calls, repeats)
+        samples)
     return EngineVsHandWritten(run.d_model, times["engine"], times["hand"], difference)
 
 
@@ -128,11 +128,15 @@ def engine_vs_hand_written(run: RunPlan, calls: int, repeats: int) -> EngineVsHa
 class SparseVsDense:
     d_model: int
     dense_s: float
+    hand_written_dense_s: float  # the same dense model without masks in its state (bench/reference_step.py)
     masked_s: dict[str, float]  # pattern label -> seconds per step between mask updates
     update_s: dict[str, float]  # pattern label -> seconds of a step that recomputes the masks
 
     def ratio(self, label: str) -> float:
         return self.masked_s[label] / self.dense_s
+
+    def ratio_to_hand_written(self, label: str) -> float:
+        return self.masked_s[label] / self.hand_written_dense_s
 
     def amortised_update_fraction(self, label: str) -> float:
         """Extra cost of one mask update spread over the paper's 100-step interval, as a fraction
@@ -155,8 +159,9 @@ def state_at(setup: RunSetup, count: int, sparsity: float, pattern: Any) -> Trai
     return state._replace(step=jnp.asarray(count, jnp.int32), opt_state=opt_state)
 
 
-def sparse_vs_dense(d_model: int, steps: int, working_dir: Path, calls: int, repeats: int) -> SparseVsDense:
-    """Dense, 87.5% unstructured and 2:4 steps of the same dense ViT, between and on mask updates.
+def sparse_vs_dense(d_model: int, steps: int, working_dir: Path, samples: int) -> SparseVsDense:
+    """Dense, 87.5% unstructured and 2:4 steps of the same dense ViT, between and on mask updates,
+    and the hand-written dense step (no masks at all) of the same model.
 
     States are not donated here so one fixed state (clock between updates, or on an update step)
     is stepped again and again; all candidates pay the same output allocation."""
@@ -177,12 +182,18 @@ def sparse_vs_dense(d_model: int, steps: int, working_dir: Path, calls: int, rep
         step = engine_step_fn(setup, donate=False)
         plain = state_at(setup, between, sparsity, pattern)
         candidates[label] = lambda step=step, plain=plain: step(plain, batch)[1]
-        if sparsity > 0:
+        if sparsity == 0:
+            model, optimizer = hand_written_for(run, setup)
+            hand_step = reference_step.make_step(model, optimizer, donate=False)
+            params = reference_step.engine_params_to_hand_written(initial_state(setup).params)
+            hand_state = (params, optimizer.init(params))
+            candidates["hand-written dense"] = lambda: hand_step(hand_state, batch)[1]
+        else:
             update = state_at(setup, on_update, sparsity, pattern)
             candidates[label + " update"] = lambda step=step, update=update: step(update, batch)[1]
-    times = interleaved_medians(candidates, calls, repeats)
+    times = interleaved_medians(candidates, samples)
     sparse_labels = [label for label in variants if label != "dense"]
-    return SparseVsDense(d_model, times["dense"], {k: times[k] for k in sparse_labels},
+    return SparseVsDense(d_model, times["dense"], times["hand-written dense"], {k: times[k] for k in sparse_labels},
                          {k: times[k + " update"] for k in sparse_labels})
 
 
@@ -219,8 +230,8 @@ def family_runs(widths: dict[str, list[int]], working_dir: Path) -> list[RunPlan
     return runs
 
 
-def utilisation(runs: list[RunPlan], peak_size: int, calls: int, repeats: int) -> list[Utilisation]:
-    peak = matmul_peak_flops(peak_size, repeats)
+def utilisation(runs: list[RunPlan], peak_size: int, samples: int, max_seconds: float) -> list[Utilisation]:
+    peak = matmul_peak_flops(peak_size, samples)
     candidates, flops = {}, {}
     for index, run in enumerate(runs):
         setup = build_setup(run)
@@ -230,7 +241,7 @@ def utilisation(runs: list[RunPlan], peak_size: int, calls: int, repeats: int) -
         flops[index] = matmul_flops(lambda s, b, setup=setup: train_step(s, b, setup.loss_fn, setup.optimizer),
                                     state, batch)
         candidates[index] = DonatingStepper(step, state, batch)
-    times = interleaved_medians(candidates, calls, repeats)
+    times = interleaved_medians(candidates, samples, max_seconds)
     return [Utilisation(run.family, run.d_model, run.batch_size, flops[i], times[i], peak)
             for i, run in enumerate(runs)]
 

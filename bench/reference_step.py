@@ -114,9 +114,9 @@ def vit_adafactor(
 
 
 def make_step(
-    model: nn.Module, optimizer: optax.GradientTransformation
+    model: nn.Module, optimizer: optax.GradientTransformation, donate: bool = True
 ) -> Callable[[tuple, dict], tuple[tuple, Array]]:
-    """jit((params, opt_state), batch) -> ((params, opt_state), loss), state donated."""
+    """jit((params, opt_state), batch) -> ((params, opt_state), loss), state donated (or not)."""
 
     def loss_fn(params: dict, batch: dict) -> Array:
         logits = model.apply({"params": params}, batch["images"])
@@ -128,4 +128,4 @@ def make_step(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0 if donate else ())

@@ -20,39 +20,37 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 
 
-def seconds_per_call(run: Callable[[], Any], calls: int) -> float:
-    """Wall seconds per call of `run` over `calls` calls, its last result blocked on."""
-    started = time.perf_counter()
-    result = None
-    for _ in range(calls):
-        result = run()
-    jax.block_until_ready(result)
-    return (time.perf_counter() - started) / calls
-
-
 def interleaved_medians(
-    candidates: dict[str, Callable[[], Any]], calls: int, repeats: int
+    candidates: dict[str, Callable[[], Any]], samples: int, max_seconds: float = float("inf")
 ) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed in alternation `repeats` times.
+    """Median seconds per call of each candidate, the candidates called in turn (A, B, A, B, ...),
+    each call blocked on and timed alone. Fine-grained alternation spreads bursts of outside load
+    evenly over the candidates; the median drops the calls a burst hit.
 
-    Each candidate is called once first (compilation, first-touch allocation) outside the timing."""
+    Each candidate is called once first (compilation, first-touch allocation) outside the timing.
+    Stops early after `max_seconds` of timing (slow candidates), but not before 5 rounds."""
     for run in candidates.values():
         jax.block_until_ready(run())
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    deadline = time.perf_counter() + max_seconds
+    for round_ in range(samples):
+        if round_ >= 5 and time.perf_counter() > deadline:
+            break
         for name, run in candidates.items():
-            samples[name].append(seconds_per_call(run, calls))
-    return {name: statistics.median(values) for name, values in samples.items()}
+            started = time.perf_counter()
+            jax.block_until_ready(run())
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def matmul_peak_flops(size: int, repeats: int) -> float:
+def matmul_peak_flops(size: int, samples: int, max_seconds: float = 15.0) -> float:
     """FLOP/s of a large jitted float32 matmul (size x size) @ (size x size): the machine's
-    practical peak for the dense linear algebra a training step is made of (median of repeats)."""
+    practical peak for the dense linear algebra a training step is made of (median of samples)."""
     keys = jax.random.split(jax.random.key(0))
     a = jax.random.normal(keys[0], (size, size), jnp.float32)
     b = jax.random.normal(keys[1], (size, size), jnp.float32)
     matmul = jax.jit(jnp.matmul)
-    seconds = interleaved_medians({"matmul": lambda: matmul(a, b)}, calls=3, repeats=repeats)["matmul"]
+    seconds = interleaved_medians({"matmul": lambda: matmul(a, b)}, samples, max_seconds)["matmul"]
     return 2.0 * size**3 / seconds
 
 
