@@ -14,8 +14,9 @@ variable ENGINE_CLAIM_STALE_SECONDS). Taking over renames the stale file to a un
 
 The heartbeat thread also checks that the file still holds its token: a claim taken over by
 another host (this process was paused longer than `stale_after`) sets `Claim.lost`, and the
-sweep then records nothing for that run. Each claim appends one line to `<run>/attempts.jsonl`
-(host, pid, time, the step the status says), the record of how often a run was (re)started.
+sweep then records nothing for that run. The sweep appends one line to `<run>/attempts.jsonl`
+(`record_attempt`: host, pid, time, the step the status says) each time a holder starts or
+resumes training, the record of how often a run was (re)started.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def _take_over(path: Path, judged: dict[str, Any]) -> bool:
     return True
 
 
-def claim(run_dir: Path, stale_after: float | None = None, step: int | None = None) -> Claim | None:
+def claim(run_dir: Path, stale_after: float | None = None) -> Claim | None:
     """Claim `run_dir` for this process, taking over a stale claim; None when a live process
     holds it (`current_holder(run_dir)` says who)."""
     stale_after = stale_after_default() if stale_after is None else stale_after
@@ -145,7 +146,6 @@ def claim(run_dir: Path, stale_after: float | None = None, step: int | None = No
     for _ in range(3):  # a contender may win each race; three rounds settle it
         if _create(path, holder):
             claim = Claim(run_dir, token, holder)
-            _record_attempt(run_dir, holder, step)
             _start_heartbeat(claim, stale_after)
             return claim
         existing = _read_holder(path)
@@ -165,9 +165,10 @@ def current_holder(run_dir: Path) -> dict[str, Any] | None:
     return _read_holder(run_dir / CLAIM_FILE)
 
 
-def _record_attempt(run_dir: Path, holder: dict[str, Any], step: int | None) -> None:
-    record = {key: holder[key] for key in ("host", "pid", "started")} | {"step": step}
-    descriptor = os.open(run_dir / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def record_attempt(held: Claim, step: int | None) -> None:
+    """One line in <run>/attempts.jsonl: the holder starts (step None or 0) or resumes training."""
+    record = {key: held.holder[key] for key in ("host", "pid", "started")} | {"step": step}
+    descriptor = os.open(held.run_dir / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(descriptor, (json.dumps(record) + "\n").encode())
     finally:

@@ -176,7 +176,7 @@ def train_sweep(
             label = (f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} "
                      f"S={run.sparsity:g} steps={run.steps}")
             try:
-                held = claims.claim(run.run_dir, step=run.status.step)
+                held = claims.claim(run.run_dir)
             except OSError as error:
                 raise disk_error(error, f"run {run.run_id}") from None
             if held is None:
@@ -211,6 +211,7 @@ def _train_claimed(
         console.print(f"run {run.run_id}: {status.describe()} meanwhile (another process); skipped")
         summary.skipped += 1
         return "next"
+    claims.record_attempt(held, status.step)
     run_task = progress.add_task(label, total=run.steps, info="")
     started = time.perf_counter()
 

@@ -36,12 +36,15 @@ def test_a_claim_is_exclusive_until_released(tmp_path: Path) -> None:
     held = claims.claim(tmp_path / "run")
     assert held is not None
     assert claims.claim(tmp_path / "run") is None  # held by a live process: this one
+    claims.record_attempt(held, None)
     claims.release(held)
     again = claims.claim(tmp_path / "run")
     assert again is not None
+    claims.record_attempt(again, 8)
     claims.release(again)
     assert not (tmp_path / "run" / claims.CLAIM_FILE).exists()
-    assert len((tmp_path / "run" / claims.ATTEMPTS_FILE).read_text().splitlines()) == 2
+    attempts = [json.loads(line) for line in (tmp_path / "run" / claims.ATTEMPTS_FILE).read_text().splitlines()]
+    assert [a["step"] for a in attempts] == [None, 8] and attempts[0]["pid"] == os.getpid()
 
 
 def test_the_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(
