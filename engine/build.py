@@ -5,7 +5,6 @@ Each spec section is built by one small function; nothing here trains or touches
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -17,7 +16,7 @@ from engine.models import Batch
 from engine.errors import UserError
 from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
 from engine.parallel import build_layout
-from engine.plan import RunPlan, source_settings
+from engine.plan import RunPlan, gmp_steps, schedule_problem, source_settings
 from engine.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
     NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
@@ -37,15 +36,10 @@ def build_schedule(sparsity: SparsitySpec, steps: int, where: str) -> Schedule:
     the run would end short of its sparsity."""
     schedule = sparsity.schedule
     if isinstance(schedule, GmpSchedule):
-        start, end = round(schedule.start * steps), round(schedule.end * steps)
-        last_update = math.ceil(end / schedule.interval) * schedule.interval
-        if end <= start or last_update >= steps:
-            raise UserError(
-                f"{where}: gmp pruning from step {start} to {end} every {schedule.interval} steps "
-                f"does not reach sparsity {sparsity.level} within {steps} steps; use a smaller "
-                "sparsity.schedule.interval or a longer run"
-            )
-        return GradualSchedule(sparsity.level, start, end, schedule.interval)
+        problem = schedule_problem(sparsity, steps)
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        return GradualSchedule(sparsity.level, *gmp_steps(schedule, steps), schedule.interval)
     if isinstance(schedule, OneshotSchedule):
         return OneShotSchedule(sparsity.level, round(schedule.at * steps))
     return DenseSchedule()

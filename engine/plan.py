@@ -223,6 +223,26 @@ def cost_multiplier(sparsity: SparsitySpec) -> float:
     return costs.c_mul(sparsity.level, schedule.at, schedule.at)
 
 
+def gmp_steps(schedule: GmpSchedule, steps: int) -> tuple[int, int]:
+    """GMP's start and end fractions as steps of a run of `steps` steps."""
+    return round(schedule.start * steps), round(schedule.end * steps)
+
+
+def schedule_problem(sparsity: SparsitySpec, steps: int) -> str | None:
+    """Why a gmp schedule cannot reach its level in `steps` (the mask update that reaches it, the
+    first interval multiple at or after `end`, must fall inside the run), or None."""
+    schedule = sparsity.schedule
+    if not isinstance(schedule, GmpSchedule) or sparsity.level == 0:
+        return None
+    start, end = gmp_steps(schedule, steps)
+    last_update = -(-end // schedule.interval) * schedule.interval
+    if end <= start or last_update >= steps:
+        return (f"gmp pruning from step {start} to {end} every {schedule.interval} steps does not reach "
+                f"sparsity {sparsity.level} within {steps} steps; use a smaller sparsity.schedule.interval "
+                "or a longer run")
+    return None
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 

@@ -16,14 +16,13 @@ where it is written).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from engine import sizing
 from engine.errors import UserError
-from engine.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run
+from engine.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.sizing import ModelDims
 from spec.experiment import ExperimentSpec
 from spec.init import PretrainedInit, RunSource
@@ -63,9 +62,14 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
             sources = SourcePlans(Path("."))  # a failed source planning may leave it mid-way
             continue
         try:
-            planned.append((plan_run(spec, point.coordinates, experiment.spec_dir, sources=sources), indices))
+            run = plan_run(spec, point.coordinates, experiment.spec_dir, sources=sources)
         except UserError as error:
             issues.append(_planning_issue(error, spec, locate))
+            continue
+        planned.append((run, indices))
+        schedule = schedule_problem(run.spec.sparsity, run.steps)
+        if schedule:
+            issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
     issues += duplicate_issues(planned, tree)
     return list(dict.fromkeys(issues))  # a problem shared by several points is reported once
 

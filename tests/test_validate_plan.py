@@ -55,6 +55,13 @@ def test_nm_group_must_divide_fan_in(capsys: pytest.CaptureFixture[str]) -> None
     assert validate(capsys, str(PLAN / "nm_fan_in.yaml"), "--set", "model.d_model=24") == (0, [])
 
 
+def test_gmp_schedule_that_cannot_reach_its_level(capsys: pytest.CaptureFixture[str]) -> None:
+    code, [issue] = validate(capsys, str(PLAN / "nm_fan_in.yaml"), "--set", "model.d_model=24",
+                             "--set", "sparsity.schedule.interval=100000")  # 20 steps
+    assert code == 1 and issue["path"] == "sparsity.schedule.interval"
+    assert "every 100000 steps does not reach sparsity 0.75 within" in issue["message"]
+
+
 def test_duplicate_runs_at_the_later_point(capsys: pytest.CaptureFixture[str]) -> None:
     code, [issue] = validate(capsys, str(PLAN / "duplicate_runs.yaml"))
     assert code == 1
