@@ -6,9 +6,9 @@ changes in the resolved spec or the model shape while the id stays the same. So 
 records the resolved run (`run_record`) with a sha256 of every data file, and a run that resumes
 compares it with the record it would write now. Differences in what changes training (model
 shape, sparsity, init, optimizer, data, seed, data file contents) refuse the resume with one
-`field.path: old -> new` line each, unless `engine run --allow-drift`. The run policy, name and
-analysis never change what a run computes and are not compared; another engine version alone is
-a note, not a refusal.
+`field.path: old -> new` line each, unless `engine run --allow-drift`. The run policy, name,
+analysis and parallelism never change what a run computes and are not compared (a run saved on 4
+devices resumes on 1); another engine version alone is a note, not a refusal.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from engine.plan import RunPlan
 from spec.data import ImageArrays, SentencepieceTokenizer, TextFiles
 
 RECORD_FILE = "spec.yaml"
-# Sections of the spec that do not change what a run computes (cf. engine/plan.py run_id).
-NOT_TRAINING = ("name", "run", "analysis", "sweep")
+# The spec sections that decide what a run computes, as engine/plan.py run_id hashes them; the
+# rest (name, sweep, analysis, run policy, parallelism) changes where or how fast, not what.
+TRAINING_SECTIONS = ("model", "sparsity", "init", "optimizer", "data", "seed")
 PACKAGE = "sparse-scaling-engine"
 
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
@@ -97,7 +98,7 @@ def _training_part(record: dict[str, Any]) -> dict[str, Any]:
     spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
     return {
         "dims": record.get("dims"),
-        "spec": {key: value for key, value in spec.items() if key not in NOT_TRAINING},
+        "spec": {key: value for key, value in spec.items() if key in TRAINING_SECTIONS},
         "data_files": record.get("data_files") or {},
     }
 
