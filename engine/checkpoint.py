@@ -159,7 +159,8 @@ class CheckpointStore:
             raise self._disk_error_or(error, failed) from None
         for step in self._unhashed:
             step_dir = self.directory / str(step)
-            if step_dir.is_dir():  # max_to_keep may already have removed it
+            # One writer: on a multi-host run every process sees the same committed step.
+            if step_dir.is_dir() and jax.process_index() == 0:  # max_to_keep may have removed it
                 write_manifest(step_dir)
         self._unhashed.clear()
 
@@ -223,10 +224,9 @@ class CheckpointStore:
         return None
 
     def restore_params(self, step: int) -> Any:
-        """The parameters saved at `step`, as a nested dict of arrays, without knowing the rest of
-        the state's structure (for inspection)."""
-        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        return restored.state["params"]
+        """The parameters saved at `step` onto this process's first device, without knowing the
+        rest of the state's structure (for inspection and tests)."""
+        return read_params(self.directory / str(step))
 
     def _disk_error_or(self, error: Exception, step: int) -> Exception:
         disk = _as_disk_error(error, self.directory / str(step))
@@ -265,3 +265,56 @@ def _first_line(error: BaseException) -> str:
 def abstract_like(tree: Any) -> Any:
     """Shape/dtype skeleton of a pytree, the restore target Orbax wants."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+# --- parameters only (inspection, pretrained inits): Orbax partial restore of state.params -------
+
+STATE_ITEM = "state"  # the item CheckpointStore saves the train state under
+
+
+def saved_params_metadata(step_dir: Path) -> Any | None:
+    """The saved parameter tree's Orbax metadata (shapes, dtypes; no array read), or None when
+    the step holds no engine state."""
+    with quiet_orbax():
+        metadata = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).metadata(Path(step_dir).absolute() / STATE_ITEM)
+    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+    return tree["params"] if isinstance(tree, dict) and "params" in tree else None
+
+
+def read_params(step_dir: Path) -> Any:
+    """The parameters saved in a step directory, onto this process's first device whatever mesh
+    saved them: the restore target comes from the checkpoint's own metadata."""
+    saved = saved_params_metadata(step_dir)
+    if saved is None:
+        raise ValueError(f"{step_dir}: not a checkpoint of this engine (no params)")
+    shapes = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), saved)
+    return restore_params_into(Path(step_dir).absolute(), shapes)
+
+
+def restore_params_into(step_dir: Path, params_shape: Any) -> Any:
+    """`state.params` of a step restored into `params_shape` (ShapeDtypeStructs; their shardings
+    where given, else this process's first device), nothing else read."""
+    target = {"params": params_shape}
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    restore_args = jax.tree.map(
+        lambda leaf: ocp.ArrayRestoreArgs(sharding=getattr(leaf, "sharding", None) or one_device), target
+    )
+    with quiet_orbax():
+        restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+            Path(step_dir) / STATE_ITEM,
+            args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
+        )
+    return restored["params"]
+
+
+class quiet_orbax:
+    """Orbax logs a warning for the per-item metadata file our saves do not write; reading
+    parameters is not worth that line."""
+
+    def __enter__(self) -> None:
+        self._logger = logging.getLogger("absl")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.setLevel(self._level)

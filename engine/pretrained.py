@@ -9,18 +9,15 @@ this run's model before anything is loaded, so a wrong source fails with one cle
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
-from engine.checkpoint import verify_manifest
+from engine.checkpoint import STATE_ITEM, restore_params_into, saved_params_metadata, verify_manifest
 from engine.errors import UserError
 from engine.plan import PretrainedSource, RunPlan
 
-STATE_ITEM = "state"  # the item engine.checkpoint.CheckpointStore saves the train state under
 
 
 def _step_dir(source: PretrainedSource) -> Path:
@@ -61,20 +58,12 @@ def check_shapes(saved: Any, wanted: Any, label: str) -> None:
                             f"{need[name]} in this model (another width?)")
 
 
-def _checkpointer() -> ocp.Checkpointer:
-    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-
-
 def saved_param_shapes(source: PretrainedSource) -> Any:
     """The source's parameter tree as Orbax metadata (shapes and dtypes; no array is read)."""
-    step_dir = _step_dir(source)
-    with _quiet_orbax():
-        metadata = _checkpointer().metadata(step_dir / STATE_ITEM)
-    tree = getattr(metadata, "item_metadata", metadata)
-    tree = getattr(tree, "tree", tree)
-    if not isinstance(tree, dict) or "params" not in tree:
+    saved = saved_params_metadata(_step_dir(source))
+    if saved is None:
         raise UserError(f"{source.label}: step {source.step} is not a checkpoint of this engine (no params)")
-    return tree["params"]
+    return saved
 
 
 def check_source(source: PretrainedSource, params_shape: Any) -> None:
@@ -86,18 +75,7 @@ def load_params(source: PretrainedSource, params_shape: Any) -> Any:
     """The source's parameters restored into `params_shape`'s structure (ShapeDtypeStructs, with
     shardings when given): an Orbax partial restore of `state.params` only."""
     check_source(source, params_shape)
-    step_dir = _step_dir(source)
-    target = {"params": params_shape}
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    restore_args = jax.tree.map(
-        lambda leaf: ocp.ArrayRestoreArgs(sharding=getattr(leaf, "sharding", None) or one_device), target
-    )
-    with _quiet_orbax():
-        restored = _checkpointer().restore(
-            step_dir / STATE_ITEM,
-            args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
-        )
-    return restored["params"]
+    return restore_params_into(_step_dir(source), params_shape)
 
 
 def check_run_sources(runs: list[RunPlan], params_shape_of: Any) -> None:
@@ -110,16 +88,3 @@ def check_run_sources(runs: list[RunPlan], params_shape_of: Any) -> None:
                 check_source(run.source, params_shape_of(run))
             except UserError as error:
                 raise UserError(f"run {run.run_id} ({run.experiment}): {error}") from None
-
-
-class _quiet_orbax:
-    """Orbax logs a warning for the per-item metadata file our saves do not write; reading a
-    source checkpoint is not worth that line."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger("absl")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._logger.setLevel(self._level)

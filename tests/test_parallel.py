@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 import optax
 import pytest
@@ -27,7 +28,7 @@ from engine.parallel import Layout, axis_sizes, build_layout, distributed_settin
 from engine.sparsity import DenseSchedule, Unstructured, masked_pruning
 from spec.loading import check_file
 from spec.parallelism import MeshSpec, ParallelismSpec
-from parallel_worker import train  # tests/ is on sys.path under pytest
+from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
 
 WORKER = Path(__file__).parent / "parallel_worker.py"
 FSDP_RULES = 'parallelism.rules=[{pattern: ".*kernel", spec: [fsdp]}]'
@@ -174,6 +175,18 @@ def test_4_devices_same_losses_and_checkpoints_move_between_device_counts(refere
     resumed_on_1 = train(_cut_after_step_8(tmp_path / "sharded", tmp_path / "saved_on_4"), [])
     assert resumed_on_1["resumed_from"] == 8 and resumed_on_1["devices"] == 1
     assert _losses(resumed_on_1) == pytest.approx(expected, rel=FLOAT32_RTOL)
+    # inspection reads the 4-device checkpoint's parameters onto this one device, exactly as a
+    # full restore of the state with the model's target does
+    from engine.build import build_setup
+    from engine.plan import plan_experiment
+    from engine.checkpoint import read_params
+    from engine.train import final_params
+
+    inspected = read_params(tmp_path / "sharded" / "checkpoints" / "16")
+    _, restored = final_params(tmp_path / "sharded", build_setup(plan_experiment(SPEC, [])[0]))
+    for a, b in zip(jax.tree.leaves(inspected), jax.tree.leaves(restored), strict=True):
+        assert len(a.sharding.device_set) == 1
+        np.testing.assert_array_equal(np.asarray(a), b)
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from engine.checkpoint import CheckpointStore
+    from engine.checkpoint import CheckpointStore, read_params
     from engine.sparsity import NM, sparsified_tree, sparsity_report
 
     directory: Path = args.checkpoints
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         step = store.latest_verified_step()
         if step is None:
             raise UserError(f"{directory}: no complete, verified checkpoint")
-        params = jax.tree.map(np.asarray, store.restore_params(step))
+    # Parameters only, onto one device: a checkpoint saved on any mesh can be inspected here.
+    params = jax.tree.map(np.asarray, read_params(directory / str(step)))
     rows = sparsity_report(params, sparsified_tree(params, dims), pattern)
     sparse_rows = [r for r in rows if r.sparsified]
     summary = {
