@@ -232,11 +232,6 @@ def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dic
     # training itself went through on both: process 0's metrics match one device's losses
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert _losses({"metrics": metrics}) == pytest.approx(_losses(reference["straight"]), rel=FLOAT32_RTOL)
-    if any(process.returncode != 0 and "manifest.sha256.json.tmp" in stderr
-           for process, (_, stderr) in zip(processes, outputs)):  # its peer then fails in a barrier
-        pytest.xfail("known gap: both processes write the same checkpoint manifest temp file "
-                     "(engine/checkpoint.py writes manifests on every process) and one fails to "
-                     "rename it; manifests must be written by process 0 only")
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
     results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
