@@ -10,7 +10,7 @@ a 1,000-resample bootstrap. Data: the paper's T5 sweep, ../shared/data/t5-data.c
 repository when present (its raw columns sparsity, scale, val-loss, steps), else the canonical copy
 experiments/data/t5_c4_paper.csv.
 
-    .venv/bin/python -m bench --only fit     (part of the whole benchmark: python -m bench)
+    Run as part of the whole benchmark: .venv/bin/python -m bench (bench/run.py).
 """
 
 from __future__ import annotations
