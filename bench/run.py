@@ -1,6 +1,6 @@
 """The benchmark: every performance target of DESIGN.md section 7, measured in one process.
 
-    .venv/bin/python -m bench            # about 10-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
+    .venv/bin/python -m bench            # about 9-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
     .venv/bin/python -m bench --quick    # tiny sizes, few repeats: checks the benchmark runs
 
 Prints one table of ratios and writes it into BENCHMARKS.md between its `bench:begin` and
