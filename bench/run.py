@@ -62,9 +62,9 @@ QUICK = Sizes(
 )
 
 
-def _use_private_compile_cache() -> Path | None:
-    """The engine's persistent compilation cache settings, in a fresh temporary directory."""
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bench-cache-")
+def _use_private_compile_cache(directory: Path) -> Path | None:
+    """The engine's persistent compilation cache settings, in a fresh directory."""
+    os.environ["XDG_CACHE_HOME"] = str(directory)
     os.environ.pop("ENGINE_NO_COMPILE_CACHE", None)
     from engine.compile_cache import enable_persistent_compile_cache
 
@@ -75,13 +75,14 @@ def _verdict(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
-def measure(sizes: Sizes, log=print) -> list[tuple[str, str, str, str]]:
-    """Run every benchmark; rows of (measurement, value, target, verdict)."""
+def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, str]]:
+    """Run every benchmark (scratch files under `work`); rows of (measurement, value, target,
+    verdict)."""
     from bench import bench_fit, bench_sweep, bench_train
     from bench.timing import load_average
 
     rows: list[tuple[str, str, str, str]] = []
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    work.mkdir(parents=True, exist_ok=True)
 
     log("1/5 sweep efficiency and memory (trains the sweep twice; first, so memory is the sweep's)")
     sweep_runs, first, second = bench_sweep.default_sweep_twice(
@@ -201,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     load_start = os.getloadavg()[0]
     started = datetime.datetime.now()
-    cache = _use_private_compile_cache()
-    import jax
-
     sizes = QUICK if args.quick else FULL
-    rows = measure(sizes, log=lambda message: print(message, file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # sweeps, checkpoints, the cache
+        cache = _use_private_compile_cache(Path(scratch) / "cache")
+        import jax
+
+        rows = measure(sizes, Path(scratch) / "work",
+                       log=lambda message: print(message, file=sys.stderr, flush=True))
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
     header = [
         f"Command: `.venv/bin/python -m bench{' --quick' if args.quick else ''}`, "
