@@ -19,6 +19,10 @@ import jax
 def enable_persistent_compile_cache() -> Path | None:
     if os.environ.get("ENGINE_NO_COMPILE_CACHE") == "1":
         return None
+    if jax.process_count() > 1:
+        # Seen on a 2-process CPU cluster: one process loaded a cached program the other compiled
+        # afresh, and their collectives no longer matched (gloo aborted). Compile in every process.
+        return None
     if jax.config.jax_compilation_cache_dir:
         return Path(jax.config.jax_compilation_cache_dir)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from io import StringIO
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
@@ -176,10 +177,11 @@ def train_sweep(
             label = (f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} "
                      f"S={run.sparsity:g} steps={run.steps}")
             try:
-                held = claims.claim(run.run_dir)
+                # Multi-host: process 0 claims for the whole cluster; the others follow its word.
+                held = claims.claim(run.run_dir) if is_primary() else None
             except OSError as error:
                 raise disk_error(error, f"run {run.run_id}") from None
-            if held is None:
+            if not agree(held is not None):
                 console.print(f"run {run.run_id}: being trained by "
                               f"{claims.describe(claims.current_holder(run.run_dir))}; skipped")
                 summary.busy += 1
@@ -188,7 +190,8 @@ def train_sweep(
             try:
                 outcome = _train_claimed(run, held, label, progress, console, summary, retry_failed)
             finally:
-                claims.release(held)
+                if held is not None:
+                    claims.release(held)
             progress.advance(sweep_task)
             if outcome == "stop":
                 break
@@ -197,21 +200,39 @@ def train_sweep(
     return summary
 
 
+def is_primary() -> bool:
+    """Process 0 of a multi-host run (or the only process): the one that claims and writes."""
+    return jax.process_index() == 0
+
+
+def agree(decision: bool) -> bool:
+    """Process 0's decision, on every process of a multi-host run (they must take the same
+    branches to meet in the same collectives)."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
+
+
 def _wanted(state: str, retry_failed: bool) -> bool:
     return state != "done" and (retry_failed or state != "failed")
 
 
 def _train_claimed(
-    run: RunPlan, held: claims.Claim, label: str, progress: Progress, console: Console,
+    run: RunPlan, held: claims.Claim | None, label: str, progress: Progress, console: Console,
     summary: SweepSummary, retry_failed: bool,
 ) -> str:
-    """Train one claimed run; "stop" when the sweep must not go on."""
+    """Train one claimed run; "stop" when the sweep must not go on. `held` is None on the
+    processes of a multi-host run other than 0: they train, process 0 holds the claim and writes."""
     status = read_status(run.run_dir)  # under the claim: another process may have finished it
-    if not _wanted(status.state, retry_failed):
+    if not agree(_wanted(status.state, retry_failed)):
         console.print(f"run {run.run_id}: {status.describe()} meanwhile (another process); skipped")
         summary.skipped += 1
         return "next"
-    claims.record_attempt(held, status.step)
+    primary = held is not None
+    if primary:
+        claims.record_attempt(held, status.step)
     run_task = progress.add_task(label, total=run.steps, info="")
     started = time.perf_counter()
 
@@ -221,23 +242,26 @@ def _train_claimed(
 
     try:
         setup = _with_injected_nan(build_setup(run), run.run_id)
-        write_run_spec(run)
-        write_status(run.run_dir, "running", status.step or 0)  # a resumed run keeps its step
+        if primary:
+            write_run_spec(run)
+            write_status(run.run_dir, "running", status.step or 0)  # a resumed run keeps its step
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             outcome = train_run(setup, run.run_dir, on_progress)
-        if held.lost:
+        if primary and held.lost:
             warn(f"run {run.run_id}: another process took over its claim while it trained; "
                  "its result is left to that process")
             return "next"
-        append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
-        write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+        if primary:
+            append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
+            write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
     except RunPreempted as preempted:
         console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
         summary.preempted = True
         return "stop"
     except RunDiverged as diverged:
-        write_status(run.run_dir, "failed", diverged.step, str(diverged))
+        if primary:
+            write_status(run.run_dir, "failed", diverged.step, str(diverged))
         summary.failed += 1
         summary.failures.append(f"run {run.run_id} at step {diverged.step}: {diverged}")
         console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")

@@ -238,3 +238,27 @@ def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dic
     assert [r["process"] for r in results] == [0, 1] and all(r["devices"] == 4 for r in results)
     for result in results:
         assert result["final_eval_loss"] == pytest.approx(reference["straight"]["final_eval_loss"], rel=FLOAT32_RTOL)
+
+
+@pytest.mark.slow
+def test_two_processes_run_a_sweep_through_engine_run(reference: dict, tmp_path: Path) -> None:
+    """`engine run` on a 2-process cluster: process 0 claims and writes, both train the runs."""
+    address = f"127.0.0.1:{_free_port()}"
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "engine.cli", "run", str(SPEC), "--set", f"run.output_dir={out}",
+               "--set", "parallelism.mesh.data=2", "--set", "parallelism.mesh.fsdp=2", "--set", FSDP_RULES,
+               "--set", "sweep.grid={seed: [0, 1]}"]
+    processes = [
+        subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
+            **os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+            "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(rank)})
+        for rank in range(2)
+    ]
+    outputs = _wait_all(processes, timeout=600)
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, '\n=====\n'.join(e[-2500:] for _, e in outputs)
+    rows = [json.loads(line) for line in (out / "tiny_sharded" / "results.jsonl").read_text().splitlines()]
+    assert sorted(row["coordinates"]["seed"] for row in rows) == [0, 1]  # each run once
+    seed_0 = next(row for row in rows if row["coordinates"]["seed"] == 0)
+    assert seed_0["loss"] == pytest.approx(reference["straight"]["final_eval_loss"], rel=FLOAT32_RTOL)
+    assert not list(out.rglob("claim.json"))  # released

@@ -100,7 +100,7 @@ def run_spec(
     """Train what `path` lacks, then fit and report. Dependencies (other specs this one's runs or
     analyses need) are trained first with --with-deps, else named in a clear stop."""
     from engine.analysis import analyse
-    from engine.sweep import write_plan
+    from engine.sweep import is_primary, write_plan
 
     runs = plan_experiment(path, overrides)
     selected = select_runs(runs, only)
@@ -113,7 +113,8 @@ def run_spec(
     selected = select_run_ids(selected, run_ids)
     check_pretrained_sources(selected)  # before anything of this sweep is written
     sweep_dir = runs[0].run_dir.parent
-    write_plan(runs, sweep_dir)
+    if is_primary():  # multi-host: process 0 writes what the sweep shares
+        write_plan(runs, sweep_dir)
     summary = execute(args.executor, selected, path, overrides, console,
                       {"retry_failed": args.retry_failed, "allow_drift": args.allow_drift},
                       ExecutorOptions(args.ray_address, slurm_options(args.slurm_options)))
@@ -124,6 +125,8 @@ def run_spec(
     if summary.stopped_early:
         console.print("stopped at the first failure (run.failure_policy: fail_fast)")
         return 1
+    if not is_primary():
+        return 1 if summary.failed else 0  # process 0 fits and reports
     if summary.busy:  # other processes are still training some runs: they fit when done
         console.print(f"fit and report skipped: {summary.busy} runs are being trained by other processes")
     elif not args.no_report:
