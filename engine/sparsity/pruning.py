@@ -87,11 +87,14 @@ def masked_pruning(
         )
     inner = optax.with_extra_args_support(inner)
 
+    dense = isinstance(schedule, DenseSchedule)
+
     def init_fn(params: PyTree) -> MaskedPruningState:
         check_pattern(params, sparsified, pattern)
         return MaskedPruningState(
             count=jnp.zeros([], jnp.int32),
-            masks=dense_masks(params, sparsified),
+            # A dense run carries no masks: all-True arrays would only cost memory and step time.
+            masks=None if dense else dense_masks(params, sparsified),
             inner_state=inner.init(params),
         )
 
@@ -100,8 +103,9 @@ def masked_pruning(
     ) -> tuple[PyTree, MaskedPruningState]:
         if params is None:
             raise ValueError("masked_pruning needs params: call update(grads, state, params)")
-        if isinstance(schedule, DenseSchedule):
-            masks = state.masks  # never updated: do not even compile the mask computation
+        if dense:  # nothing is pruned: the inner optimizer's updates as they are
+            updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+            return updates, MaskedPruningState(optax.safe_increment(state.count), None, inner_state)
         else:
             masks = lax.cond(
                 schedule.is_update_step(state.count),
