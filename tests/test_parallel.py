@@ -25,7 +25,7 @@ from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
 from engine.errors import UserError
 from engine.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
-from engine.sparsity import DenseSchedule, Unstructured, masked_pruning
+from engine.sparsity import GradualSchedule, Unstructured, masked_pruning
 from spec.loading import check_file
 from spec.parallelism import MeshSpec, ParallelismSpec
 from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
@@ -72,7 +72,8 @@ def _abstract_layout(data: int, fsdp: int, rules: list[tuple[str, PartitionSpec]
 def test_optimizer_state_and_masks_are_sharded_like_their_parameters() -> None:
     params = {"block": {"fc": {"kernel": jnp.ones((8, 4)), "bias": jnp.ones((4,))}}, "pos": jnp.ones((1, 8))}
     sparsified = {"block": {"fc": {"kernel": True, "bias": False}}, "pos": False}
-    optimizer = masked_pruning(optax.adamw(1e-3), sparsified, DenseSchedule(), Unstructured())
+    schedule = GradualSchedule(target=0.5, start_step=0, end_step=4, update_interval=2)  # a pruning run has masks
+    optimizer = masked_pruning(optax.adamw(1e-3), sparsified, schedule, Unstructured())
     state = (params, optimizer.init(params))  # like TrainState: params not under a dict key
     layout = _abstract_layout(2, 4, [(".*kernel", PartitionSpec("fsdp"))])
     shardings = state_shardings(state, params, layout)
