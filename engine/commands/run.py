@@ -167,7 +167,7 @@ def ensure_dependencies(
         return 0
     if not args.with_deps:
         lines = "\n".join(f"  {dep.spec} ({dep.why}): {problem}" for dep, problem in unmet)
-        commands = "\n".join(f"  engine run {dep.spec}" for dep in dict.fromkeys(d for d, _ in unmet))
+        commands = "\n".join(f"  engine run {spec}" for spec in dict.fromkeys(d.spec for d, _ in unmet))
         raise UserError(f"{path} needs other specs' results first:\n{lines}\nrun first:\n{commands}\n"
                         f"or let this command train them: engine run {path} --with-deps")
     for dep in dict.fromkeys(d.spec for d, _ in unmet):
