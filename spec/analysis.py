@@ -130,7 +130,13 @@ class AnalysisSpec(SpecModel):
     extrapolation: list[ExtrapolationPoint] = Field(
         default_factory=list, description="Points (S, N, D) at which to report the law's prediction."
     )
-    nm_refit: NmRefitSettings | None = Field(default=None, description="n:m refit against a frozen dense fit; null to skip.")
+    nm_refit: NmRefitSettings | None = Field(
+        default=None,
+        description=(
+            "n:m refit against a frozen dense fit, with `fit`'s Huber, starts and bootstrap settings (no "
+            "holdout; Huber 0.01 on L when `fit` is null); it replaces this sweep's own full fit. Null to skip."
+        ),
+    )
     pretrained_vs_scratch: PretrainedVsScratchSettings | None = Field(
         default=None, description="Pretrained-vs-scratch data equivalence (Table 4); null to skip."
     )
