@@ -24,6 +24,7 @@ from engine.plan import plan_experiment
 from engine.results import read_results
 from engine.sparsity import sparsified_tree
 from engine.train import final_params, initial_state, train_run, train_step
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 SPECS = ("tiny_vit.yaml", "tiny_prune.yaml", "tiny_prune_nm.yaml")
@@ -179,15 +180,8 @@ def test_interrupted_pruning_run_resumes_from_its_own_checkpoint(here, tmp_path:
     setup = replace(build_setup(run), log_every=2)  # progress (and the kill) every 2 steps
     train_run(setup, tmp_path / "straight")
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_6(step: int, loss: float) -> None:
-        if step == 6:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run(setup, tmp_path / "cut", on_progress=kill_at_step_6)
+    with pytest.raises(Interrupted):
+        train_run(setup, tmp_path / "cut", on_progress=interrupt_at(6))
 
     def must_not_load() -> None:
         raise AssertionError("a resumed run must continue from its checkpoint, not reload its source")

@@ -13,9 +13,10 @@ import pytest
 from engine import models
 from engine.data import build_source
 from engine.optim import adafactor, constant_lr
-from engine.sizing import ModelDims, is_sparsified
+from engine.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.train import RunDiverged, RunSetup, final_params, train_run
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 TINY = {
     "vit": ModelDims("vit", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1,
@@ -54,15 +55,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
     reference = _setup("decoder", steps, tmp_path)
     train_run(reference, tmp_path / "straight")
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_6(step: int, loss: float) -> None:
-        if step == 6:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run(_setup("decoder", steps, tmp_path), tmp_path / "cut", on_progress=kill_at_step_6)
+    with pytest.raises(Interrupted):
+        train_run(_setup("decoder", steps, tmp_path), tmp_path / "cut", on_progress=interrupt_at(6))
     resumed = train_run(_setup("decoder", steps, tmp_path), tmp_path / "cut")
     assert resumed.resumed_from == 4
 
