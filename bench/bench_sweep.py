@@ -2,10 +2,10 @@
 with its time split into compile, data, checkpoint, eval, step and the rest.
 
 The engine is not edited for this: the bench wraps, for the duration of the sweep only,
-- the `jax` name inside engine.train with a proxy whose `jit` returns the compiled train step
-  wrapped in a timer that blocks on each step's result (so a step's compute is charged to the
-  step, not to whatever call happens to wait for it next; this removes the loop's overlap of
-  data generation with compute, so the wall time is a little longer than an unmeasured sweep's);
+- engine.train.programs_for, so that each run's compiled train step is wrapped in a timer that
+  blocks on each step's result (so a step's compute is charged to the step, not to whatever call
+  happens to wait for it next; this removes the loop's overlap of data generation with compute,
+  so the wall time is a little longer than an unmeasured sweep's);
 - the data source's batch() and eval_batches(), engine.train.evaluate, and CheckpointStore;
 - JAX's compile-duration events (tracing, lowering, XLA compile or persistent-cache load),
   charged to "compile" and taken out of the bucket they happened in.
@@ -94,19 +94,6 @@ class _Clock:
         return wrapper
 
 
-class _JaxWithTimedStep:
-    """engine.train's `jax`, except that the donated-state jit (the train step) is timed."""
-
-    def __init__(self, clock: _Clock) -> None:
-        self._clock = clock
-
-    def jit(self, function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-        compiled = jax.jit(function, **options)
-        return self._clock.timed("step", compiled, block=True) if "donate_argnums" in options else compiled
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(jax, name)
-
 
 class _TimedData:
     def __init__(self, data: Any, clock: _Clock) -> None:
@@ -134,12 +121,17 @@ def _timed_store(clock: _Clock) -> type:
 def instrumented(timing: SweepTiming) -> Iterator[None]:
     """Patch engine.train / engine.sweep for one measured sweep, and undo it afterwards."""
     clock = _Clock(timing)
-    saved = {(engine.train, "jax"): engine.train.jax,
+    saved = {(engine.train, "programs_for"): engine.train.programs_for,
              (engine.train, "evaluate"): engine.train.evaluate,
              (engine.train, "CheckpointStore"): engine.train.CheckpointStore,
              (engine.sweep, "build_setup"): engine.sweep.build_setup,
              (engine.sweep, "train_run"): engine.sweep.train_run}
     build_setup, train_run = engine.sweep.build_setup, engine.sweep.train_run
+    programs_for = engine.train.programs_for
+
+    def timed_programs(setup: Any) -> Any:
+        programs = programs_for(setup)
+        return replace(programs, step=clock.timed("step", programs.step, block=True))
 
     def timed_build(run: RunPlan) -> Any:
         setup = build_setup(run)
@@ -155,7 +147,7 @@ def instrumented(timing: SweepTiming) -> Iterator[None]:
         timing.steps += outcome.steps - (outcome.resumed_from or 0)
         return outcome
 
-    engine.train.jax = _JaxWithTimedStep(clock)
+    engine.train.programs_for = timed_programs
     engine.train.evaluate = clock.timed("eval", engine.train.evaluate)
     engine.train.CheckpointStore = _timed_store(clock)
     engine.sweep.build_setup = timed_build
@@ -177,7 +169,10 @@ def sweep_runs(spec: Path, overrides: Sequence[str], output_dir: Path) -> list[R
 
 
 def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
-    """Train `runs` (none of them started) with engine.sweep.train_sweep, measured."""
+    """Train `runs` (none of them started) with engine.sweep.train_sweep, measured, as a fresh
+    `engine run` process would: nothing compiled in memory (the persistent cache is left as is)."""
+    engine.train.forget_programs()
+    jax.clear_caches()
     timing = SweepTiming()
     console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     reset_peak_rss()

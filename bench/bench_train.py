@@ -21,7 +21,8 @@ from engine.build import build_setup
 from engine.plan import RunPlan, plan_experiment
 from engine.sparsity import compute_masks, sparsified_tree
 from engine.sparsity.masks import apply_masks
-from engine.train import RunSetup, TrainState, initial_state, train_step
+from engine.parallel import replicate
+from engine.train import RunSetup, TrainState, initial_state, programs_for, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 VIT_SPEC = REPO / "experiments" / "vit_sweep.yaml"
@@ -50,9 +51,14 @@ def device_batch(setup: RunSetup, step: int = 0) -> dict[str, jax.Array]:
 
 
 def engine_step_fn(setup: RunSetup, donate: bool) -> Callable[[TrainState, Any], tuple[TrainState, jax.Array]]:
-    """The engine's step, jitted as engine.train.train_run does (donated state) or not donated."""
-    return jax.jit(lambda s, b: train_step(s, b, setup.loss_fn, setup.optimizer),
-                   donate_argnums=0 if donate else ())
+    """The engine's step with the run's schedules as arguments: train_run's own compiled step
+    (donated state), or the same function jitted without donation (to call on one state again)."""
+    schedules = replicate(setup.schedules, setup.layout)
+    if donate:
+        step = programs_for(setup).step
+    else:
+        step = jax.jit(lambda s, b, h: train_step(s, b, setup.loss_fn, setup.optimizer(h)))
+    return lambda state, batch: step(state, batch, schedules)
 
 
 class DonatingStepper:
@@ -238,7 +244,7 @@ def utilisation(runs: list[RunPlan], peak_size: int, samples: int, max_seconds: 
         batch = device_batch(setup)
         step = engine_step_fn(setup, donate=True)
         state = initial_state(setup)
-        flops[index] = matmul_flops(lambda s, b, setup=setup: train_step(s, b, setup.loss_fn, setup.optimizer),
+        flops[index] = matmul_flops(lambda s, b, setup=setup: train_step(s, b, setup.loss_fn, setup.optimizer(setup.schedules)),
                                     state, batch)
         candidates[index] = DonatingStepper(step, state, batch)
     times = interleaved_medians(candidates, samples, max_seconds)

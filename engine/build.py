@@ -5,7 +5,9 @@ Each spec section is built by one small function; nothing here trains or touches
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import jax
 import optax
@@ -14,7 +16,10 @@ from engine import models
 from engine.data import DataSource, build_source
 from engine.models import Batch
 from engine.errors import UserError
-from engine.optim import adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr, warmup_constant_cooldown_lr
+from engine.optim import (
+    LearningRateSchedule, adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr,
+    warmup_constant_cooldown_lr,
+)
 from engine.parallel import build_layout
 from engine.plan import RunPlan, gmp_steps, schedule_problem, source_settings
 from engine.pretrained import check_source, load_params as load_source_params
@@ -23,9 +28,11 @@ from engine.sparsity import (
     masked_pruning, sparsified_tree,
 )
 from engine.sparsity.masks import check_pattern
+from engine.sparsity.pruning import with_final_keep
 from engine.train import RunSetup
 from spec.optimizer import (
-    AdafactorOptimizer, ConstantRate, CosineRate, RsqrtRate, WarmupConstantCooldownRate,
+    AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
+    WarmupConstantCooldownRate,
 )
 from spec.sparsity import GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
@@ -50,7 +57,7 @@ def build_pattern(sparsity: SparsitySpec) -> Pattern:
     return NM(pattern.n, pattern.m) if isinstance(pattern, NmPattern) else Unstructured()
 
 
-def build_learning_rate(rate, steps: int) -> optax.Schedule:
+def build_learning_rate(rate, steps: int) -> LearningRateSchedule:
     if isinstance(rate, ConstantRate):
         return constant_lr(rate.value)
     if isinstance(rate, RsqrtRate):
@@ -63,9 +70,40 @@ def build_learning_rate(rate, steps: int) -> optax.Schedule:
     return warmup_constant_cooldown_lr(rate.peak, warmup, steps, cooldown)
 
 
-def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
-    spec = run.spec.optimizer
-    learning_rate = build_learning_rate(spec.learning_rate, run.steps)
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class RunSchedules:
+    """The numbers that differ between the runs of a sweep: its learning-rate and sparsity
+    schedules. They enter the compiled step as arrays, not constants."""
+
+    learning_rate: LearningRateSchedule
+    sparsity: Schedule
+
+
+@dataclass(frozen=True)
+class OptimizerRecipe:
+    """A run's optimizer with its schedules left out: called with the run's (traced)
+    `RunSchedules` it builds the optax transformation. Hashable and compared by value, so every
+    run of a sweep with the same recipe shares one compiled step (engine.train.programs_for)."""
+
+    spec: OptimizerSpec  # its learning_rate cleared: the schedule's numbers are RunSchedules'
+    pattern: Pattern
+    sparsified: tuple[bool, ...]  # the sparsified tree's leaves ...
+    sparsified_def: Any = field(repr=False)  # ... and its structure (a hashable PyTreeDef)
+
+    def __call__(self, schedules: RunSchedules) -> optax.GradientTransformation:
+        inner = inner_optimizer(self.spec, schedules.learning_rate)
+        sparsified = jax.tree.unflatten(self.sparsified_def, self.sparsified)
+        return masked_pruning(inner, sparsified, schedules.sparsity, self.pattern)
+
+
+def optimizer_recipe(spec: OptimizerSpec, sparsified: Any, pattern: Pattern) -> OptimizerRecipe:
+    leaves, treedef = jax.tree.flatten(sparsified)
+    return OptimizerRecipe(spec.model_copy(update={"learning_rate": None}), pattern, tuple(leaves), treedef)
+
+
+def inner_optimizer(spec: OptimizerSpec, learning_rate: LearningRateSchedule) -> optax.GradientTransformation:
+    """The optimizer the spec names, with the run's learning-rate schedule."""
     if isinstance(spec, AdafactorOptimizer):
         optimizer = adafactor(
             learning_rate,
@@ -87,6 +125,11 @@ def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
     return optax.chain(
         optax.with_extra_args_support(optax.clip_by_global_norm(spec.grad_clip_norm)), optimizer
     )
+
+
+def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
+    spec = run.spec.optimizer
+    return inner_optimizer(spec, build_learning_rate(spec.learning_rate, run.steps))
 
 
 class ContinuedData:
@@ -123,10 +166,13 @@ def build_setup(run: RunPlan) -> RunSetup:
     pattern = build_pattern(run.spec.sparsity)
     try:
         check_pattern(params_shape, sparsified, pattern)  # n:m groups must tile every fan_in
-        optimizer = masked_pruning(
-            build_inner_optimizer(run), sparsified,
-            build_schedule(run.spec.sparsity, run.steps, where), pattern,
+        sparsity = build_schedule(run.spec.sparsity, run.steps, where)
+        schedules = RunSchedules(
+            build_learning_rate(run.spec.optimizer.learning_rate, run.steps),
+            with_final_keep(sparsity, params_shape, sparsified),
         )
+        optimizer = optimizer_recipe(run.spec.optimizer, sparsified, pattern)
+        optimizer(schedules)  # the checks that need plain numbers (n:m target) run now
     except ValueError as error:
         raise UserError(f"{where}: {error}") from error
     source = run.spec.data.source
@@ -140,6 +186,7 @@ def build_setup(run: RunPlan) -> RunSetup:
         loss_fn=models.loss_fn(dims),
         metrics_fn=models.metrics_fn(dims),
         optimizer=optimizer,
+        schedules=schedules,
         data=data,
         steps=run.steps,
         seed=run.spec.seed,

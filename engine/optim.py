@@ -17,6 +17,7 @@ statistics are the plain ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -140,51 +141,107 @@ def adamw(
     )
 
 
-# Learning-rate schedules: step -> learning rate, from plain arguments.
+# Learning-rate schedules: step -> learning rate. Each is a small pytree of numbers (jaxpruner's
+# and optax's schedules are closures instead), so a run's numbers can enter the compiled step as
+# arrays: runs of a sweep that differ only in length share one program. The functions below check
+# their arguments and build them; the classes only compute.
 
 
-def constant_lr(peak: float) -> Schedule:
-    return optax.constant_schedule(peak)
+def _dataclass_pytree(cls: type) -> type:
+    """A frozen dataclass whose fields are pytree leaves, except those marked static."""
+    return jax.tree_util.register_dataclass(dataclass(frozen=True)(cls))
 
 
-def rsqrt_lr(peak: float, warmup_steps: int, linear_warmup: bool = False) -> Schedule:
+@_dataclass_pytree
+class ConstantLR:
+    peak: float
+
+    def __call__(self, step: Array) -> Array:
+        return jnp.asarray(self.peak, jnp.float32)
+
+
+@_dataclass_pytree
+class RsqrtLR:
+    peak: float
+    warmup_steps: int
+    linear_warmup: bool = field(default=False, metadata={"static": True})
+
+    def __call__(self, step: Array) -> Array:
+        step = jnp.asarray(step, jnp.float32)
+        decay = self.peak * jnp.sqrt(self.warmup_steps / jnp.maximum(step, self.warmup_steps))
+        if not self.linear_warmup:
+            return decay
+        return jnp.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, decay)
+
+
+def _ramp(step: Array, start: Array, end: Array, steps: Array) -> Array:
+    """Linear from `start` at step 0 to `end` at `steps`, then `end`; `start` if steps is 0
+    (optax.linear_schedule)."""
+    done = jnp.clip(step, 0, steps)
+    remaining = jnp.where(steps > 0, 1.0 - done / jnp.maximum(steps, 1), 1.0)
+    return (start - end) * remaining + end
+
+
+@_dataclass_pytree
+class CosineLR:
+    peak: float
+    warmup_steps: int
+    total_steps: int
+    end_value: float
+
+    def __call__(self, step: Array) -> Array:
+        decay_steps = self.total_steps - self.warmup_steps
+        progress = jnp.clip(step - self.warmup_steps, 0, decay_steps) / jnp.maximum(decay_steps, 1)
+        cosine = self.end_value + (self.peak - self.end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(step < self.warmup_steps, _ramp(step, 0.0, self.peak, self.warmup_steps), cosine)
+
+
+@_dataclass_pytree
+class WarmupConstantCooldownLR:
+    peak: float
+    warmup_steps: int
+    total_steps: int
+    cooldown_steps: int
+
+    def __call__(self, step: Array) -> Array:
+        cooldown_start = self.total_steps - self.cooldown_steps
+        warmup = _ramp(step, 0.0, self.peak, self.warmup_steps)
+        cooldown = _ramp(step - cooldown_start, self.peak, 0.0, self.cooldown_steps)
+        return jnp.where(step < self.warmup_steps, warmup,
+                         jnp.where(step < cooldown_start, self.peak, cooldown))
+
+
+LearningRateSchedule = ConstantLR | RsqrtLR | CosineLR | WarmupConstantCooldownLR
+
+
+def constant_lr(peak: float) -> ConstantLR:
+    return ConstantLR(peak)
+
+
+def rsqrt_lr(peak: float, warmup_steps: int, linear_warmup: bool = False) -> RsqrtLR:
     """T5's inverse square root: peak * sqrt(warmup / max(step, warmup)), i.e. constant at peak
     during warmup (T5: peak 0.01, warmup 10k = 1/sqrt(max(step, 1e4))), or a linear ramp to peak
     if linear_warmup."""
     if warmup_steps < 1:
         raise ValueError(f"rsqrt schedule needs warmup_steps >= 1, got {warmup_steps}")
-
-    def schedule(step: Array) -> Array:
-        step = jnp.asarray(step, jnp.float32)
-        decay = peak * jnp.sqrt(warmup_steps / jnp.maximum(step, warmup_steps))
-        if not linear_warmup:
-            return decay
-        return jnp.where(step < warmup_steps, peak * step / warmup_steps, decay)
-
-    return schedule
+    return RsqrtLR(peak, warmup_steps, linear_warmup)
 
 
-def cosine_lr(peak: float, warmup_steps: int, total_steps: int, end_value: float = 0.0) -> Schedule:
+def cosine_lr(peak: float, warmup_steps: int, total_steps: int, end_value: float = 0.0) -> CosineLR:
     """Linear warmup from 0 to peak, then cosine decay to end_value at total_steps."""
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=peak, warmup_steps=warmup_steps,
-        decay_steps=total_steps, end_value=end_value,
-    )
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"cosine schedule needs 0 <= warmup_steps ({warmup_steps}) <= total steps "
+                         f"({total_steps})")
+    return CosineLR(peak, warmup_steps, total_steps, end_value)
 
 
 def warmup_constant_cooldown_lr(
     peak: float, warmup_steps: int, total_steps: int, cooldown_steps: int
-) -> Schedule:
+) -> WarmupConstantCooldownLR:
     """Linear warmup, constant at peak, linear cooldown to 0 over the last cooldown_steps."""
-    constant_steps = total_steps - warmup_steps - cooldown_steps
-    if constant_steps < 0:
+    if warmup_steps + cooldown_steps > total_steps:
         raise ValueError(
             f"warmup ({warmup_steps}) + cooldown ({cooldown_steps}) steps exceed total steps "
             f"({total_steps})"
         )
-    pieces = [
-        optax.linear_schedule(0.0, peak, warmup_steps),
-        optax.constant_schedule(peak),
-        optax.linear_schedule(peak, 0.0, cooldown_steps),
-    ]
-    return optax.join_schedules(pieces, [warmup_steps, warmup_steps + constant_steps])
+    return WarmupConstantCooldownLR(peak, warmup_steps, total_steps, cooldown_steps)

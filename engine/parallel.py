@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -176,6 +177,15 @@ def shard_batch(batch: dict[str, np.ndarray], layout: Layout) -> dict[str, jax.A
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
     return {name: place(array) for name, array in batch.items()}
+
+
+def replicate(tree: PyTree, layout: Layout) -> PyTree:
+    """Host numbers (the same on every process) as arrays on every device of the mesh."""
+    def place(value: Any) -> jax.Array:
+        array = np.asarray(jnp.asarray(value))  # JAX's dtypes: int32 and float32
+        return jax.make_array_from_callback(array.shape, layout.replicated, lambda index: array[index])
+
+    return jax.tree.map(place, tree)
 
 
 # --- multi-host ------------------------------------------------------------------------------------

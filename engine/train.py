@@ -8,13 +8,14 @@ seed, so a run resumed from its checkpoint at step k continues bit-identically.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,10 +28,17 @@ from engine.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
 from engine.parallel import (
-    Layout, is_primary_process, shard_batch, single_device_layout, state_shardings, with_shardings,
+    Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
+    with_shardings,
 )
 from engine.results import write_status
 from engine.sizing import ModelDims
+
+
+PyTree = Any
+# The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
+# the schedules traced, so the numbers that differ between runs are arguments, not constants.
+OptimizerFactory = Callable[[PyTree], optax.GradientTransformation]
 
 
 class TrainState(NamedTuple):
@@ -46,7 +54,7 @@ class RunSetup:
     dims: ModelDims
     loss_fn: Callable[[Params, Batch], jax.Array]
     metrics_fn: Callable[[Params, Batch], dict[str, jax.Array]]
-    optimizer: optax.GradientTransformation
+    optimizer: OptimizerFactory  # hashable: runs with equal factories share compiled programs
     data: DataSource
     steps: int
     seed: int
@@ -58,6 +66,8 @@ class RunSetup:
     load_params: Callable[[], Params] | None = None
     # Which devices hold what (engine/parallel.py); by default the first device holds everything.
     layout: Layout = field(default_factory=single_device_layout)
+    # The optimizer's argument: this run's learning-rate and sparsity schedules (engine/build.py).
+    schedules: PyTree = None
 
 
 class RunDiverged(Exception):
@@ -106,7 +116,7 @@ class RunOutcome:
     resumed_from: int | None
 
 
-# The pure step, tested without jit (nanodo style) and jitted once per run.
+# The pure step, tested without jit (nanodo style); compiled once per program (see Programs).
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -119,28 +129,84 @@ def train_step(
     return TrainState(state.step + 1, params, opt_state), loss
 
 
+def fresh_state(params: Params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params))
+
+
 def initial_state(setup: RunSetup) -> TrainState:
+    """The run's state at step 0, computed op by op (for tests and inspection; runs use Programs)."""
     if setup.load_params is not None:
         params = setup.load_params()
     else:
         params = init_params(setup.dims, jax.random.key(setup.seed))
-    return TrainState(jnp.zeros([], jnp.int32), params, setup.optimizer.init(params))
+    return fresh_state(params, setup.optimizer(setup.schedules))
 
 
-def abstract_state(setup: RunSetup) -> tuple[TrainState, TrainState]:
-    """(shapes and dtypes of the state, with the shardings the run's layout gives each leaf, and
-    those shardings). Loaded params have a random init's shapes, so no loading happens here."""
-    shapes = jax.eval_shape(lambda: initial_state(replace(setup, load_params=None)))
-    shardings = state_shardings(shapes, shapes.params, setup.layout)
-    return with_shardings(shapes, shardings), shardings
+@dataclass(frozen=True)
+class Programs:
+    """A run's jitted functions and its state's layout. They depend only on the model, the loss,
+    the optimizer factory, the structure of the schedules and the layout, never on a run's numbers
+    (seed, schedules: arguments), so every run of a sweep that shares these shares one Programs:
+    its later runs neither trace nor compile."""
+
+    target: TrainState  # shapes, dtypes and shardings of the state: the restore target
+    shardings: TrainState
+    init: Callable[[np.ndarray, PyTree], TrainState]  # (seed, schedules) -> the state at step 0
+    start_from: Callable[[Params, PyTree], TrainState]  # (loaded params, schedules) -> the same
+    step: Callable[[TrainState, Batch, PyTree], tuple[TrainState, jax.Array]]
+    eval: Callable[[Params, Batch], dict[str, jax.Array]]
 
 
-def place_initial_state(setup: RunSetup, shardings: TrainState) -> TrainState:
-    """The fresh state, created directly in its layout (no device ever holds a whole sharded
-    tensor); loaded parameters are laid out as they arrive."""
+def programs_for(setup: RunSetup) -> Programs:
+    leaves, treedef = jax.tree.flatten(setup.schedules)
+    signature = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.asarray(leaf).dtype) for leaf in leaves)
+    return _programs(setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout,
+                     treedef, signature)
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(
+    dims: ModelDims,
+    loss_fn: Callable[[Params, Batch], jax.Array],
+    metrics_fn: Callable[[Params, Batch], dict[str, jax.Array]],
+    optimizer: OptimizerFactory,
+    layout: Layout,
+    schedules_def: Any,
+    schedules_signature: tuple[jax.ShapeDtypeStruct, ...],
+) -> Programs:
+    def fresh(seed: jax.Array, schedules: PyTree) -> TrainState:
+        return fresh_state(init_params(dims, jax.random.key(seed)), optimizer(schedules))
+
+    abstract_schedules = jax.tree.unflatten(schedules_def, schedules_signature)
+    shapes = jax.eval_shape(fresh, jax.ShapeDtypeStruct((), jnp.int32), abstract_schedules)
+    shardings = state_shardings(shapes, shapes.params, layout)
+    # Parameters are created directly in their layout: no device ever holds a whole sharded tensor.
+    return Programs(
+        target=with_shardings(shapes, shardings),
+        shardings=shardings,
+        init=jax.jit(fresh, out_shardings=shardings),
+        start_from=jax.jit(lambda params, schedules: fresh_state(params, optimizer(schedules)),
+                           out_shardings=shardings),
+        step=jax.jit(
+            lambda state, batch, schedules: train_step(state, batch, loss_fn, optimizer(schedules)),
+            in_shardings=(shardings, layout.batch_sharding, layout.replicated),
+            out_shardings=(shardings, layout.replicated),
+            donate_argnums=0,
+        ),
+        eval=jax.jit(metrics_fn, out_shardings=layout.replicated),
+    )
+
+
+def forget_programs() -> None:
+    """Drop the compiled programs kept for later runs (a long-lived process, benchmarks)."""
+    _programs.cache_clear()
+
+
+def place_initial_state(setup: RunSetup, programs: Programs, schedules: PyTree) -> TrainState:
+    """The state at step 0, laid out as the run's layout says."""
     if setup.load_params is not None:
-        return jax.device_put(initial_state(setup), shardings)
-    return jax.jit(lambda: initial_state(setup), out_shardings=shardings)()
+        return programs.start_from(setup.load_params(), schedules)
+    return programs.init(np.int32(setup.seed), schedules)
 
 
 def evaluate(
@@ -191,26 +257,21 @@ def train_run(
     records the failure) and RunPreempted after saving a checkpoint when SIGTERM arrives."""
     started = time.perf_counter()
     store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
+    programs = programs_for(setup)
+    layout = setup.layout
+    schedules = replicate(setup.schedules, layout)  # on the devices once, not every step
     # Resuming is not an init: a run with its own checkpoints continues from them, laid out on
     # this run's mesh whatever mesh saved them.
-    target, shardings = abstract_state(setup)
-    restored = store.restore_latest(target)
+    restored = store.restore_latest(programs.target)
     resumed_from = None
     if restored is not None:
         state, resumed_from = restored.state, restored.step
     else:
-        state = place_initial_state(setup, shardings)
+        state = place_initial_state(setup, programs, schedules)
     start = int(state.step)
     primary = is_primary_process()  # one process writes metrics and status; all of them train
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if primary else None
-    layout = setup.layout
-    step_fn = jax.jit(
-        lambda s, b: train_step(s, b, setup.loss_fn, setup.optimizer),
-        in_shardings=(shardings, layout.batch_sharding),
-        out_shardings=(shardings, layout.replicated),
-        donate_argnums=0,
-    )
-    eval_step = jax.jit(setup.metrics_fn, out_shardings=layout.replicated)
+    step_fn, eval_step = programs.step, programs.eval
     eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
 
     def checkpoint(step: int) -> None:
@@ -224,7 +285,7 @@ def train_run(
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, setup.steps):
-                state, loss = step_fn(state, shard_batch(setup.data.batch(step), layout))
+                state, loss = step_fn(state, shard_batch(setup.data.batch(step), layout), schedules)
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
@@ -267,7 +328,7 @@ def train_run(
 def final_params(run_dir: Path, setup: RunSetup) -> tuple[int, Params]:
     """The parameters of the newest verified checkpoint (for inspection and tests)."""
     with CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints) as store:
-        restored = store.restore_latest(abstract_state(setup)[0])
+        restored = store.restore_latest(programs_for(setup).target)
     if restored is None:
         raise FileNotFoundError(f"no usable checkpoint under {run_dir / 'checkpoints'}")
     return restored.step, jax.tree.map(np.asarray, restored.state.params)

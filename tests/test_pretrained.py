@@ -147,7 +147,7 @@ def test_params_only_restore_fresh_optimizer_masks_from_restored_weights(here) -
     moments = [np.asarray(x) for x in jax.tree.leaves(state.opt_state.inner_state) if np.ndim(x) > 0]
     assert moments and all(not np.any(x) for x in moments)  # no optimizer memory carried over
 
-    state, _ = train_step(state, setup.data.batch(0), setup.loss_fn, setup.optimizer)
+    state, _ = train_step(state, setup.data.batch(0), setup.loss_fn, setup.optimizer(setup.schedules))
     sparsified = sparsified_tree(source_params, run.dims)
     checked = 0
     for mask, weight, is_sparse in zip(jax.tree.leaves(state.opt_state.masks), jax.tree.leaves(source_params),

@@ -15,6 +15,7 @@ from engine.data import build_source
 from engine.optim import adafactor, constant_lr
 from engine.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
+from engine.sparsity.pruning import with_final_keep
 from engine.train import RunDiverged, RunSetup, final_params, train_run
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
@@ -32,13 +33,17 @@ SOURCE = {"vit": "synthetic_images", "t5": "synthetic_tokens", "decoder": "synth
 def _setup(family: str, steps: int, tmp_path: Path, loss_fn=None, target: float = 0.5) -> RunSetup:
     dims = TINY[family]
     params = models.init_params(dims, jax.random.key(0))
+    sparsified = sparsified_tree(params, dims)
     schedule = GradualSchedule(target=target, start_step=2, end_step=max(steps - 2, 3), update_interval=2)
-    optimizer = masked_pruning(adafactor(constant_lr(0.01)), sparsified_tree(params, dims),
-                               schedule, Unstructured())
+
+    def optimizer(schedule: GradualSchedule):  # the schedule is traced: an argument of the step
+        return masked_pruning(adafactor(constant_lr(0.01)), sparsified, schedule, Unstructured())
+
     data = build_source(SOURCE[family], {"eval_examples": 16, "eval_batch_size": 8}, dims,
                         batch_size=4, seed=3, base_dir=tmp_path, total_steps=steps)
     return RunSetup(dims=dims, loss_fn=loss_fn or models.loss_fn(dims),
-                    metrics_fn=models.metrics_fn(dims), optimizer=optimizer, data=data,
+                    metrics_fn=models.metrics_fn(dims), optimizer=optimizer,
+                    schedules=with_final_keep(schedule, params, sparsified), data=data,
                     steps=steps, seed=0, eval_every=4, checkpoint_every=4, keep_checkpoints=2,
                     log_every=2)
 

@@ -15,6 +15,7 @@ evaluation over many batches aggregates to exactly the same definition.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -60,6 +61,8 @@ def init_params(dims: ModelDims, rng: Array) -> Params:
     return jax.jit(build_model(dims).init)(rng, *inputs)["params"]
 
 
+# Cached: one function per shape, so the runs of a sweep share compiled programs (engine.train).
+@functools.cache
 def metrics_fn(dims: ModelDims) -> Callable[[Params, Batch], dict[str, Array]]:
     """(params, batch) -> {"loss_sum": [B], "weight": [B]}: per-example summed loss and weight."""
     model = build_model(dims)
@@ -78,6 +81,7 @@ def metrics_fn(dims: ModelDims) -> Callable[[Params, Batch], dict[str, Array]]:
     return per_example
 
 
+@functools.cache
 def loss_fn(dims: ModelDims) -> Callable[[Params, Batch], Array]:
     """(params, batch) -> scalar training loss (the weighted mean described above)."""
     per_example = metrics_fn(dims)

@@ -13,6 +13,9 @@ in the training loop.
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import jax
@@ -46,11 +49,23 @@ class MaskedPruningState(NamedTuple):
     inner_state: optax.OptState
 
 
+def with_final_keep(schedule: Schedule, params: PyTree, sparsified: PyTree) -> Schedule:
+    """The schedule carrying its final kept count for every sparsified tensor size of `params`,
+    counted now in Python, so that the counts stay exact when the target is a traced number."""
+    if isinstance(schedule, DenseSchedule):
+        return schedule
+    sizes = {math.prod(p.shape) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(sparsified)) if s}
+    return replace(schedule, final_keep={size: keep_count(size, schedule.target) for size in sorted(sizes)})
+
+
 def _scheduled_keep(size: int, schedule: Schedule, step: Array) -> Array:
     """round((1 - s) * size) in float32, except once the schedule is done: then the exact Python
     count, so the final non-zeros match engine.sizing.nonzeros_at to the element."""
     running = jnp.round((1.0 - schedule.sparsity_at(step)) * size).astype(jnp.int32)
-    final = keep_count(size, schedule.target)
+    if schedule.final_keep is not None:
+        final = schedule.final_keep[size]
+    else:
+        final = keep_count(size, schedule.target)
     return jnp.where(schedule.progress(step) >= 1.0, final, running)
 
 
@@ -80,7 +95,8 @@ def masked_pruning(
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap `inner` with magnitude pruning of the tensors marked True in `sparsified` (a pytree
     of Python bools shaped like the params), following `schedule` with `pattern`."""
-    if isinstance(pattern, NM) and schedule.target > pattern.sparsity + _TOLERANCE:
+    checkable = isinstance(schedule.target, numbers.Real)  # not when traced: checked when built
+    if isinstance(pattern, NM) and checkable and schedule.target > pattern.sparsity + _TOLERANCE:
         raise ValueError(
             f"target sparsity {schedule.target} exceeds the {pattern.n}:{pattern.m} pattern's "
             f"{pattern.sparsity}: groups cannot keep fewer than n weights"

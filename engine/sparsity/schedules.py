@@ -4,11 +4,17 @@ Each schedule says which sparsity the masks should have at a step (`sparsity_at`
 steps the masks are recomputed (`is_update_step`). `progress` in [0, 1] reaches 1 exactly when the
 schedule has arrived at its target; from then on the kept counts are the exact final ones
 (round((1 - S) * size), as engine.sizing.nonzeros_at counts them).
+
+Schedules are pytrees of their numbers, so a run's schedule can enter the compiled step as arrays
+and runs of a sweep that differ only in length or sparsity share one program. Their checks run
+when the numbers are plain Python ones (when a spec is built), not on traced values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +23,27 @@ Array = jax.Array
 Step = int | Array
 
 
+def _concrete(*values: object) -> bool:
+    """Plain numbers (checkable), not tracers or the placeholders JAX rebuilds pytrees with."""
+    return all(isinstance(value, numbers.Real) for value in values)
+
+
 def _check_target(target: float) -> None:
-    if not 0.0 <= target < 1.0:
+    if _concrete(target) and not 0.0 <= target < 1.0:
         raise ValueError(f"target sparsity must be in [0, 1), got {target}")
 
 
-@dataclass(frozen=True)
+def _pytree(cls: type) -> type:
+    return jax.tree_util.register_dataclass(dataclass(frozen=True)(cls))
+
+
+# Weights kept per tensor size once the target is reached, counted in Python as engine.sizing
+# counts them (a float32 count from a traced target can be one off); None: counted from a
+# plain-number target when needed.
+FinalKeep = Mapping[int, int] | None
+
+
+@_pytree
 class GradualSchedule:
     """Cubic gradual magnitude pruning (Zhu & Gupta 2017), eq. in sec. 3 of that paper:
 
@@ -37,9 +58,12 @@ class GradualSchedule:
     start_step: int
     end_step: int
     update_interval: int
+    final_keep: FinalKeep = None
 
     def __post_init__(self) -> None:
         _check_target(self.target)
+        if not _concrete(self.start_step, self.end_step, self.update_interval):
+            return
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
         if not 0 <= self.start_step < self.end_step:
@@ -65,16 +89,17 @@ class GradualSchedule:
         return on_interval & in_window
 
 
-@dataclass(frozen=True)
+@_pytree
 class OneShotSchedule:
     """Prune to the target at one step, then keep the masks fixed."""
 
     target: float
     step: int
+    final_keep: FinalKeep = None
 
     def __post_init__(self) -> None:
         _check_target(self.target)
-        if self.step < 0:
+        if _concrete(self.step) and self.step < 0:
             raise ValueError(f"one-shot step must be >= 0, got {self.step}")
 
     def progress(self, step: Step) -> Array:
@@ -87,11 +112,11 @@ class OneShotSchedule:
         return jnp.asarray(step) == self.step
 
 
-@dataclass(frozen=True)
+@_pytree
 class DenseSchedule:
     """No pruning: masks stay all-ones (the dense baseline of a sweep)."""
 
-    target: float = 0.0
+    target: float = field(default=0.0, metadata={"static": True})
 
     def __post_init__(self) -> None:
         if self.target != 0.0:
