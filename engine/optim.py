@@ -177,9 +177,8 @@ class RsqrtLR:
 def _ramp(step: Array, start: Array, end: Array, steps: Array) -> Array:
     """Linear from `start` at step 0 to `end` at `steps`, then `end`; `start` if steps is 0
     (optax.linear_schedule)."""
-    done = jnp.clip(step, 0, steps)
-    remaining = jnp.where(steps > 0, 1.0 - done / jnp.maximum(steps, 1), 1.0)
-    return (start - end) * remaining + end
+    done = jnp.where(steps > 0, jnp.clip(step, 0, steps) / jnp.maximum(steps, 1), 0.0)
+    return start + (end - start) * done  # exactly `end` once done is 1 (x / x == 1 in IEEE)
 
 
 @_dataclass_pytree

@@ -12,6 +12,7 @@ import pytest
 from engine import models, optim
 from engine import sparsity as sp
 from engine.sizing import ModelDims, nonzeros_at
+from engine.sparsity.pruning import _scheduled_keep, with_final_keep
 
 # --- schedules ---------------------------------------------------------------------------------
 
@@ -288,3 +289,21 @@ def test_dense_schedule_keeps_everything() -> None:
         params, state = step(params, state, jax.random.key(i))
     assert state.masks is None  # a dense run carries no masks at all
     assert np.count_nonzero(params["dense"]["kernel"]) == 16 * 12
+
+
+def test_schedules_traced_equal_eager_with_python_final_counts() -> None:
+    """Traced targets keep the exact final counts: at 0.9, a 5-weight tensor keeps
+    round(0.49999999999999994) = 0 weights in float64 (engine.sizing's count), but the float32
+    product of a traced 0.9 is 0.50000012 and rounds to 1."""
+    params = {"w": jnp.ones((5,)), "b": jnp.ones((3,))}
+    sparsified = {"w": True, "b": False}
+    schedule = sp.GradualSchedule(target=0.9, start_step=0, end_step=4, update_interval=2)
+    counted = with_final_keep(schedule, params, sparsified)
+    assert counted.final_keep == {5: sp.keep_count(5, 0.9)} == {5: 0}
+    assert int(jnp.round((1 - jnp.float32(0.9)) * 5)) == 1  # what a float32 count would keep
+    steps = jnp.arange(12, dtype=jnp.int32)
+    for method in ("sparsity_at", "is_update_step", "progress"):
+        traced = jax.jit(lambda s, k, m=method: jax.vmap(getattr(s, m))(k))(counted, steps)
+        np.testing.assert_array_equal(traced, [getattr(counted, method)(k) for k in steps])
+    keep = jax.jit(lambda s: _scheduled_keep(5, s, jnp.int32(8)))(counted)
+    assert int(keep) == sp.keep_count(5, 0.9)

@@ -16,7 +16,9 @@ from engine.optim import adafactor, constant_lr
 from engine.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.sparsity.pruning import with_final_keep
-from engine.train import RunDiverged, RunSetup, final_params, train_run
+from engine.build import build_setup
+from engine.plan import RunPlan, plan_experiment
+from engine.train import RunDiverged, RunSetup, final_params, forget_programs, programs_for, train_run
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 TINY = {
@@ -95,3 +97,37 @@ def test_nan_loss_stops_the_run_with_its_step(tmp_path: Path) -> None:
     with pytest.raises(RunDiverged) as failure:
         train_run(poisoned, tmp_path / "run")
     assert failure.value.step == 1
+
+
+TINY_VIT = Path(__file__).parent / "fixtures" / "run" / "tiny_vit.yaml"
+
+
+def _one_shape_runs(tmp_path: Path, *extra: str) -> list[RunPlan]:
+    grid = "sweep={grid: {model.d_model: [12], sparsity.level: [0.5, 0.75], data.steps: [12, 16]}}"
+    return plan_experiment(TINY_VIT, [grid, f"run.output_dir={tmp_path.as_posix()}", *extra], tmp_path)
+
+
+def test_runs_of_one_shape_share_programs_but_train_with_their_own_numbers(tmp_path: Path) -> None:
+    """Runs differing only in length and sparsity share one compiled step, and each ends exactly
+    where it ends when trained alone: its schedules are arguments, not the first run's constants."""
+    runs = _one_shape_runs(tmp_path / "shared")
+    runs = [runs[0], runs[-1]]  # (0.5, 12 steps) and (0.75, 16 steps)
+    assert (runs[0].spec.sparsity.level, runs[0].steps) != (runs[1].spec.sparsity.level, runs[1].steps)
+    forget_programs()
+    setups = [build_setup(run) for run in runs]
+    assert programs_for(setups[0]) is programs_for(setups[1])
+    shared = [train_run(setup, run.run_dir).final_eval_loss for setup, run in zip(setups, runs)]
+    alone = []
+    for run in _one_shape_runs(tmp_path / "alone")[::3]:
+        forget_programs()
+        alone.append(train_run(build_setup(run), run.run_dir).final_eval_loss)
+    assert shared == alone
+    assert shared[0] != shared[1]
+
+
+def test_programs_are_not_shared_across_optimizer_settings(tmp_path: Path) -> None:
+    plain = build_setup(_one_shape_runs(tmp_path)[0])
+    other = build_setup(_one_shape_runs(tmp_path, "optimizer.b2=0.98")[0])
+    longer = build_setup(_one_shape_runs(tmp_path)[1])
+    assert plain.optimizer == longer.optimizer and plain.optimizer != other.optimizer
+    assert programs_for(plain) is not programs_for(other)
