@@ -179,6 +179,13 @@ def shard_batch(batch: dict[str, np.ndarray], layout: Layout) -> dict[str, jax.A
     return {name: place(array) for name, array in batch.items()}
 
 
+def step_batch(batch: dict[str, np.ndarray], layout: Layout) -> dict[str, np.ndarray | jax.Array]:
+    """A training batch as the compiled step takes it. On one process, the host arrays: the step's
+    input shardings place them (about 10x cheaper per step than placing them here, which matters
+    at a few ms per step); across processes, global arrays (shard_batch)."""
+    return batch if jax.process_count() == 1 else shard_batch(batch, layout)
+
+
 def replicate(tree: PyTree, layout: Layout) -> PyTree:
     """Host numbers (the same on every process) as arrays on every device of the mesh."""
     def place(value: Any) -> jax.Array:

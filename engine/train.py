@@ -23,13 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from threadpoolctl import threadpool_limits
 
 from engine.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
 from engine.parallel import (
     Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
-    with_shardings,
+    step_batch, with_shardings,
 )
 from engine.results import write_status
 from engine.sizing import ModelDims
@@ -155,6 +156,9 @@ class Programs:
     start_from: Callable[[Params, PyTree], TrainState]  # (loaded params, schedules) -> the same
     step: Callable[[TrainState, Batch, PyTree], tuple[TrainState, jax.Array]]
     eval: Callable[[Params, Batch], dict[str, jax.Array]]
+    # A copy of the state in one program: an async save reads it while the next step donates
+    # the original buffers.
+    snapshot: Callable[[TrainState], TrainState]
 
 
 def programs_for(setup: RunSetup) -> Programs:
@@ -194,6 +198,7 @@ def _programs(
             donate_argnums=0,
         ),
         eval=jax.jit(metrics_fn, out_shardings=layout.replicated),
+        snapshot=jax.jit(lambda state: jax.tree.map(jnp.copy, state), out_shardings=shardings),
     )
 
 
@@ -216,8 +221,8 @@ def evaluate(
     loss_sum, weight = 0.0, 0.0
     for batch in batches:
         metrics = eval_step(params, batch)
-        loss_sum += float(jnp.sum(metrics["loss_sum"]))
-        weight += float(jnp.sum(metrics["weight"]))
+        loss_sum += float(np.sum(metrics["loss_sum"]))  # on the host: no extra program per shape
+        weight += float(np.sum(metrics["weight"]))
     return loss_sum / weight
 
 
@@ -275,17 +280,18 @@ def train_run(
     eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
 
     def checkpoint(step: int) -> None:
-        # A copy: the async save reads these buffers while the next step donates the originals.
-        store.save(step, jax.tree.map(jnp.copy, state), {"step": step})
+        store.save(step, programs.snapshot(state), {"step": step})
         if primary:
             write_status(run_dir, "running", step)
 
-    with _SigtermFlag() as sigterm:
+    # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
+    # compete with XLA's threads for the same cores; batches are bit-identical either way.
+    with _SigtermFlag() as sigterm, threadpool_limits(limits=1, user_api="blas"):
         try:
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, setup.steps):
-                state, loss = step_fn(state, shard_batch(setup.data.batch(step), layout), schedules)
+                state, loss = step_fn(state, step_batch(setup.data.batch(step), layout), schedules)
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
