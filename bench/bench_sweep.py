@@ -188,16 +188,19 @@ def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     return timing
 
 
-def default_sweep_twice(
+def default_sweep_passes(
     spec: Path, overrides: Sequence[str], workspace: Path | None = None
-) -> tuple[list[RunPlan], SweepTiming, SweepTiming]:
-    """The sweep trained twice into fresh output directories: the first pass compiles every step
-    (an empty persistent cache, what a first `engine run` on a machine does), the second loads them
-    from the persistent compilation cache (every later sweep of the same runs)."""
+) -> tuple[list[RunPlan], list[SweepTiming]]:
+    """The sweep trained three times into fresh output directories, each pass as a fresh `engine
+    run` process would (nothing compiled in memory): first with an empty persistent compilation
+    cache (a machine's first sweep), then with every program in that cache (every later sweep),
+    then the same with checkpoints only at the end of each run (run.checkpoint_every above every
+    run's length), to show what the mid-run saves cost."""
     workspace = workspace or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    passes = {"first": [], "second": [], "final-only": ["run.checkpoint_every=1000000"]}
     timings = []
     runs: list[RunPlan] = []
-    for name in ("first", "second"):
-        runs = sweep_runs(spec, overrides, workspace / name)
+    for name, extra in passes.items():
+        runs = sweep_runs(spec, [*overrides, *extra], workspace / name)
         timings.append(measure_sweep(runs, runs[0].run_dir.parent))
-    return runs, timings[0], timings[1]
+    return runs, timings

@@ -46,11 +46,9 @@ FULL = Sizes(
     samples=300, utilisation_seconds=90, hand_written_widths=(40, 80), sparse_width=80, sparse_steps=1000,
     utilisation_widths={"vit": [82, 256], "t5": [52, 256], "decoder": [52, 256]},
     peak_matmul=2048,
-    sweep_overrides=("sweep={grid: {model.nonzeros: [40000], sparsity.level: [0.0, 0.75], "
-                     "data.steps: [150, 600]}}",),
-    sweep_note=("experiments/vit_sweep.yaml's largest size (40K non-zeros: d_model 40 dense, 82 at "
-                "75%), dense and 75%, 150 and 600 steps: 4 of its 36 runs (mean 375 steps; the "
-                "whole sweep's mean is 350)"),
+    sweep_overrides=(),
+    sweep_note=("experiments/vit_sweep.yaml as it is: 36 runs (4 sizes x 3 sparsities x 150, 300 "
+                "and 600 steps), 12 model shapes, 12,600 steps, a checkpoint every 100 steps"),
     fit_repeats=3, fit_starts=25, bootstrap_resamples=1000,
 )
 QUICK = Sizes(
@@ -84,10 +82,12 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     rows: list[tuple[str, str, str, str]] = []
     work.mkdir(parents=True, exist_ok=True)
 
-    log("1/5 sweep efficiency and memory (trains the sweep twice; first, so memory is the sweep's)")
-    sweep_runs, first, second = bench_sweep.default_sweep_twice(
+    log("1/5 sweep efficiency and memory (trains the sweep three times; first, so memory is the sweep's)")
+    sweep_runs, (first, second, final_only) = bench_sweep.default_sweep_passes(
         bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides, work / "sweep")
-    for name, timing in (("first pass, empty compile cache", first), ("second pass, compile cache hits", second)):
+    for name, timing in (("first pass, empty compile cache", first),
+                         ("second pass, compile cache hits", second),
+                         ("third pass, cache hits, checkpoints only at the end of each run", final_only)):
         split = ", ".join(f"{bucket} {seconds:.1f}" for bucket, seconds in timing.split().items())
         rows.append((f"4. sweep efficiency, {name}: {timing.runs} runs, {timing.steps} steps, "
                      f"{timing.wall_s:.1f} s wall ({split} s; cache {timing.cache_hits} hits, "
@@ -104,9 +104,9 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                  f"{sweep_runs[largest].steps} steps): first pass / second pass",
                  f"{first.run_peak_rss[largest] / mib:.0f} / {second.run_peak_rss[largest] / mib:.0f} MiB",
                  "report", "reported"))
-    rows.append(("6. RSS after each run (MiB), first pass: "
-                 + ", ".join(f"{value / mib:.0f}" for value in first.rss_after_run)
-                 + "; second pass: " + ", ".join(f"{value / mib:.0f}" for value in second.rss_after_run),
+    rows.append((f"6. RSS after the first / last of the {len(second.rss_after_run)} runs (MiB), first pass: "
+                 f"{first.rss_after_run[0] / mib:.0f} / {first.rss_after_run[-1] / mib:.0f}; second pass: "
+                 f"{second.rss_after_run[0] / mib:.0f} / {second.rss_after_run[-1] / mib:.0f}",
                  f"{growth / mib:+.0f} MiB over the second pass", "no growth",
                  _verdict(growth < 0.05 * second.rss_after_run[0])))
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}; load average (1 min) at the start {load_start:.2f}. "
         f"Persistent compilation cache: {'a fresh temporary directory' if cache else 'off'}.",
-        f"Sweep (4): {sizes.sweep_note}.",
+        f"Sweep (4, 6): {sizes.sweep_note}.",
     ]
     table = markdown(rows, header)
     print(table)
