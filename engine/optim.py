@@ -175,10 +175,12 @@ class RsqrtLR:
 
 
 def _ramp(step: Array, start: Array, end: Array, steps: Array) -> Array:
-    """Linear from `start` at step 0 to `end` at `steps`, then `end`; `start` if steps is 0
-    (optax.linear_schedule)."""
-    done = jnp.where(steps > 0, jnp.clip(step, 0, steps) / jnp.maximum(steps, 1), 0.0)
-    return start + (end - start) * done  # exactly `end` once done is 1 (x / x == 1 in IEEE)
+    """Linear from `start` at step 0 to `end` at `steps`, then `end`; `start` if steps is 0.
+    optax.linear_schedule's arithmetic, operation for operation: an Adafactor run amplifies even a
+    last-place difference in the rate (seen: 1e-4 in the parameters after 3 steps)."""
+    done = jnp.clip(step, 0, steps)
+    remaining = 1 - done / jnp.maximum(steps, 1)
+    return jnp.where(steps > 0, (start - end) * remaining + end, start)
 
 
 @_dataclass_pytree
@@ -189,10 +191,13 @@ class CosineLR:
     end_value: float
 
     def __call__(self, step: Array) -> Array:
+        # optax.warmup_cosine_decay_schedule's arithmetic (see _ramp)
         decay_steps = self.total_steps - self.warmup_steps
-        progress = jnp.clip(step - self.warmup_steps, 0, decay_steps) / jnp.maximum(decay_steps, 1)
-        cosine = self.end_value + (self.peak - self.end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        return jnp.where(step < self.warmup_steps, _ramp(step, 0.0, self.peak, self.warmup_steps), cosine)
+        done = jnp.minimum(step - self.warmup_steps, decay_steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * done / jnp.maximum(decay_steps, 1)))
+        alpha = self.end_value / self.peak
+        decayed = self.peak * ((1 - alpha) * cosine + alpha)
+        return jnp.where(step < self.warmup_steps, _ramp(step, 0.0, self.peak, self.warmup_steps), decayed)
 
 
 @_dataclass_pytree

@@ -170,7 +170,7 @@ def programs_for(setup: RunSetup) -> Programs:
 
 # A few shapes' programs are kept: the runs of one shape usually follow one another (a grid with
 # data.steps as its last axis, as in vit_sweep), and memory stays bounded over any number of shapes.
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _programs(
     dims: ModelDims,
     loss_fn: Callable[[Params, Batch], jax.Array],
