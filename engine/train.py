@@ -8,7 +8,6 @@ seed, so a run resumed from its checkpoint at step k continues bit-identically.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import signal
@@ -164,14 +163,28 @@ class Programs:
 def programs_for(setup: RunSetup) -> Programs:
     leaves, treedef = jax.tree.flatten(setup.schedules)
     signature = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.asarray(leaf).dtype) for leaf in leaves)
-    return _programs(setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout,
-                     treedef, signature)
+    key = (setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout, treedef, signature)
+    if key not in _kept_programs:
+        # One shape's programs at a time: the runs of a shape usually follow one another (a grid
+        # with data.steps as its last axis, as in vit_sweep), and JAX keeps every program it has
+        # compiled until its caches are cleared (~30 MiB per ViT shape here), so a sweep of many
+        # shapes would grow without bound. A shape met again is traced again and its compiled
+        # code comes from the persistent compilation cache.
+        forget_programs()
+        _kept_programs[key] = _compile_programs(*key)
+    return _kept_programs[key]
 
 
-# A few shapes' programs are kept: the runs of one shape usually follow one another (a grid with
-# data.steps as its last axis, as in vit_sweep), and memory stays bounded over any number of shapes.
-@functools.lru_cache(maxsize=4)
-def _programs(
+_kept_programs: dict[tuple[Any, ...], Programs] = {}
+
+
+def forget_programs() -> None:
+    """Drop the kept programs and everything JAX has compiled in this process."""
+    _kept_programs.clear()
+    jax.clear_caches()
+
+
+def _compile_programs(
     dims: ModelDims,
     loss_fn: Callable[[Params, Batch], jax.Array],
     metrics_fn: Callable[[Params, Batch], dict[str, jax.Array]],
@@ -202,11 +215,6 @@ def _programs(
         eval=jax.jit(metrics_fn, out_shardings=layout.replicated),
         snapshot=jax.jit(lambda state: jax.tree.map(jnp.copy, state), out_shardings=shardings),
     )
-
-
-def forget_programs() -> None:
-    """Drop the compiled programs kept for later runs (a long-lived process, benchmarks)."""
-    _programs.cache_clear()
 
 
 def place_initial_state(setup: RunSetup, programs: Programs, schedules: PyTree) -> TrainState:
