@@ -42,6 +42,8 @@ def build_schedule(sparsity: SparsitySpec, steps: int, where: str) -> Schedule:
     the final level (the first interval multiple at or after `end`) must fall inside the run, or
     the run would end short of its sparsity."""
     schedule = sparsity.schedule
+    if sparsity.level == 0:
+        return DenseSchedule()  # nothing to prune, whatever the schedule: no masks to carry
     if isinstance(schedule, GmpSchedule):
         problem = schedule_problem(sparsity, steps)
         if problem:

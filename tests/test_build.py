@@ -10,7 +10,7 @@ import pytest
 from engine.build import build_inner_optimizer, build_schedule
 from engine.errors import UserError
 from engine.plan import plan_experiment
-from engine.sparsity import GradualSchedule
+from engine.sparsity import DenseSchedule, GradualSchedule
 from spec.sparsity import GmpSchedule, SparsitySpec
 
 TINY_NM = Path(__file__).parent / "fixtures" / "run" / "tiny_nm.yaml"
@@ -23,6 +23,11 @@ def _gmp(level: float, interval: int) -> SparsitySpec:
 def test_gmp_fractions_become_steps() -> None:
     schedule = build_schedule(_gmp(0.5, 10), steps=400, where="run x")
     assert schedule == GradualSchedule(0.5, start_step=100, end_step=300, update_interval=10)
+
+
+def test_level_zero_is_a_dense_schedule_whatever_the_schedule_kind() -> None:
+    """A sweep's dense baseline (sparsity.level 0 under a gmp schedule) carries no masks."""
+    assert build_schedule(_gmp(0.0, 10), steps=400, where="run x") == DenseSchedule()
 
 
 def test_gmp_that_cannot_reach_its_level_is_refused() -> None:
