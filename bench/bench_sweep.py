@@ -171,8 +171,7 @@ def sweep_runs(spec: Path, overrides: Sequence[str], output_dir: Path) -> list[R
 def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     """Train `runs` (none of them started) with engine.sweep.train_sweep, measured, as a fresh
     `engine run` process would: nothing compiled in memory (the persistent cache is left as is)."""
-    engine.train.forget_programs()
-    jax.clear_caches()
+    engine.train.forget_programs()  # and JAX's own caches
     timing = SweepTiming()
     console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     reset_peak_rss()
