@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -108,16 +109,28 @@ def solve_batch(
     if free is None:
         free = np.ones(NUM_COEFFICIENTS)
     stages = settings.continuation_stages if continuation else 1
-    theta, objective, gradient_norm, steps, at_limit = _solve_batch(
-        jnp.asarray(thetas0, jnp.float64), jnp.asarray(weights, jnp.float64), data,
-        jnp.asarray(free, jnp.float64), jnp.asarray(continuation_deltas(delta, stages)),
-        bool(log_loss), settings.max_steps, settings.gtol,
-    )
+    args = (jnp.asarray(thetas0, jnp.float64), jnp.asarray(weights, jnp.float64), data,
+            jnp.asarray(free, jnp.float64), jnp.asarray(continuation_deltas(delta, stages)))
+    statics = {"log_loss": bool(log_loss), "max_steps": settings.max_steps, "gtol": settings.gtol}
+    cache = exported_solver_directory()
+    if cache is None:
+        theta, objective, gradient_norm, steps, at_limit = _solve_batch(*args, **statics)
+    else:
+        from engine.fit.exported import exported_call  # imports this module
+
+        theta, objective, gradient_norm, steps, at_limit = exported_call(_solve_batch, args, statics, cache)
     return BatchSolution(
         theta=np.asarray(theta), mean_huber=np.asarray(objective),
         gradient_norm=np.asarray(gradient_norm), steps=np.asarray(steps),
         hit_step_limit=np.asarray(at_limit),
     )
+
+
+def exported_solver_directory() -> Path | None:
+    """Where exported solvers are kept: beside the persistent compilation cache, if there is one
+    (engine.compile_cache); None means trace in every process."""
+    directory = jax.config.jax_compilation_cache_dir
+    return Path(directory) if directory and jax.process_count() == 1 else None
 
 
 def random_starts(rng: np.random.Generator, count: int, loss: np.ndarray) -> np.ndarray:
