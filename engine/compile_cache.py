@@ -3,7 +3,8 @@
 Runs of a sweep that share shapes reuse each other's compiled train steps. For the fit: tracing + XLA compilation of the batched solver takes ~3 s on CPU, several times what the whole
 reference procedure (scipy BFGS, 25 starts) takes to run; the solve itself takes ~40 ms. With the
 persistent cache, every `engine fit` after the first on a machine loads the compiled kernels from
-disk instead (measured: ~0.7 s cold instead of ~3 s; BENCHMARKS.md). Used only if the user has not
+disk instead (measured: ~0.7 s cold instead of ~3 s; BENCHMARKS.md), and engine/fit/exported.py keeps
+the traced solver beside it, which takes that to ~0.3 s. Used only if the user has not
 configured a cache directory; off with ENGINE_NO_COMPILE_CACHE=1. Location:
 $XDG_CACHE_HOME/sparse-scaling-engine/jax (default ~/.cache/...).
 """
