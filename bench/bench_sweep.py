@@ -94,7 +94,6 @@ class _Clock:
         return wrapper
 
 
-
 class _TimedData:
     def __init__(self, data: Any, clock: _Clock) -> None:
         self._data = data
