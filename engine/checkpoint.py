@@ -130,13 +130,14 @@ class CheckpointStore:
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Starts saving `state` at `step` in the background; manifests of earlier saves are
-        written first (their commit is awaited, which Orbax does before a new save anyway)."""
+        written first (their commit is awaited, which Orbax does before a new save anyway).
+        `state` must not be donated to a later step before `wait`: pass a copy."""
         self._finish_manifests()
         try:
             self._manager.save(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    state=ocp.args.StandardSave(_savable(state)), meta=ocp.args.JsonSave(meta)
                 ),
                 force=True,
             )
@@ -243,6 +244,16 @@ class CheckpointStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _savable(state: Any) -> Any:
+    """On one CPU process the devices' memory is the host's: numpy views of the arrays skip
+    Orbax's per-array device-transfer machinery (measured on a vit_sweep state of 239 arrays:
+    ~160 instead of ~400 ms of CPU a save). Restores are the same either way; elsewhere (GPU, TPU,
+    several processes) Orbax's own asynchronous transfer of jax.Arrays is the one to use."""
+    if jax.process_count() == 1 and all(device.platform == "cpu" for device in jax.local_devices()):
+        return jax.device_get(state)
+    return state
 
 
 def _non_finite(state: Any) -> str | None:
