@@ -4,10 +4,9 @@ Reference (DESIGN.md section 4): scipy BFGS with default tolerances and numerica
 difference) gradients, minimising the *mean* Huber loss (delta 1e-3 on log L) in the notebook's
 normalisation (N / 1e6, D / 1e5 steps), from 25 uniform random starts in [0, 1]^7.
 Ours: `fit_law` with 25 starts (bootstrap and held-out check off, so the same work): cold (first
-call in the process: tracing + XLA compilation included, and the solver exported to disk), cold
-again after jax.clear_caches() and forgetting the loaded export (a new `engine fit` process finding
-the exported solver and its compiled code in the persistent cache), and warm; then
-a 1,000-resample bootstrap. Data: the paper's T5 sweep, ../shared/data/t5-data.csv next to the
+call in the process), cold again after jax.clear_caches() (kept from when the solver was a compiled
+JAX program; the numpy solver has nothing to compile or cache, so both equal a fresh process's first
+fit), and warm; then a 1,000-resample bootstrap. Data: the paper's T5 sweep, ../shared/data/t5-data.csv next to the
 repository when present (its raw columns sparsity, scale, val-loss, steps), else the canonical copy
 experiments/data/t5_c4_paper.csv.
 
@@ -26,7 +25,7 @@ import jax
 import numpy as np
 from scipy.optimize import minimize
 
-from engine.fit import exported, paper
+from engine.fit import paper
 from engine.fit.bootstrap import run_bootstrap
 from engine.fit.fitting import fit_law
 from engine.fit.io import ResultsTable, read_results
@@ -80,8 +79,8 @@ class FitBench:
     reference_s: float
     reference_best: float
     reference_worst: float
-    cold_s: float  # empty persistent cache: trace + compile + solve
-    cold_cached_s: float  # in-memory caches cleared, persistent cache hit
+    cold_s: float  # first fit in the process
+    cold_cached_s: float  # after clearing JAX's in-memory caches
     warm_s: float
     objective: float
     agreeing_starts: int
@@ -105,8 +104,7 @@ def measure_fit(repeats: int, starts: int = 25, resamples: int = 1000) -> FitBen
     with_seed = lambda seed: FitSettings(**{**settings.__dict__, "seed": seed})  # noqa: E731
 
     cold_s, cold_fit = _timed_fit(table, settings)
-    jax.clear_caches()  # what a new process sees: only the persistent cache is left ...
-    exported._loaded.clear()  # ... and the exported solver's file
+    jax.clear_caches()  # what a new process sees
     cold_cached_s, _ = _timed_fit(table, settings)
     warm, reference, best, worst = [], [], [], []
     for repeat in range(repeats):  # alternate the two procedures (shared machine)
@@ -120,12 +118,11 @@ def measure_fit(repeats: int, starts: int = 25, resamples: int = 1000) -> FitBen
     norm = Normalisation.for_data(table.nonzeros, table.data)
     best_theta = theta_from_coefficients(cold_fit.coefficients, norm)
     boot_seconds = []
-    with jax.enable_x64(True):
-        data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
-        for repeat in range(2):
-            boot = run_bootstrap(best_theta, data, np.ones(len(table), bool), norm, DELTA, True,
-                                 np.ones(7), resamples, np.random.default_rng(repeat))
-            boot_seconds.append(boot.seconds)
+    data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
+    for repeat in range(2):
+        boot = run_bootstrap(best_theta, data, np.ones(len(table), bool), norm, DELTA, True,
+                             np.ones(7), resamples, np.random.default_rng(repeat))
+        boot_seconds.append(boot.seconds)
     diagnostics = cold_fit.diagnostics
     return FitBench(
         data=source, starts=starts, reference_s=statistics.median(reference),

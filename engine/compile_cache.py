@@ -1,13 +1,9 @@
-"""JAX's persistent compilation cache, shared by the fit and the training runs.
+"""JAX's persistent compilation cache for the training runs.
 
-Runs of a sweep that share shapes reuse each other's compiled train steps. For the fit: tracing + XLA compilation of the batched solver takes ~3 s on CPU, several times what the whole
-reference procedure (scipy BFGS, 25 starts) takes to run; the solve itself takes ~40 ms. With the
-persistent cache, every `engine fit` after the first on a machine loads the compiled kernels from
-disk instead (measured: ~0.7 s cold instead of ~3 s; BENCHMARKS.md), and engine/fit/exported.py keeps
-the traced solver beside it, which takes that to ~0.3 s. Used only if the user has not
-configured a cache directory; off with ENGINE_NO_COMPILE_CACHE=1. Location:
-$XDG_CACHE_HOME/sparse-scaling-engine/jax (default ~/.cache/...).
-"""
+Runs of a sweep that share shapes reuse each other's compiled train steps. (The fit used it too until
+its solver became plain numpy, engine/fit/newton.py: it has nothing to compile.) Used only if the
+user has not configured a cache directory; off with ENGINE_NO_COMPILE_CACHE=1. Location:
+$XDG_CACHE_HOME/sparse-scaling-engine/jax (default ~/.cache/...)."""
 
 from __future__ import annotations
 
@@ -33,7 +29,7 @@ def enable_persistent_compile_cache() -> Path | None:
     except OSError:
         return None  # a read-only home: just compile every time
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    # Fit kernels and tiny train steps compile in under JAX's default 1 s threshold; cache them anyway.
+    # Tiny train steps compile in under JAX's default 1 s threshold; cache them anyway.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory

@@ -7,6 +7,7 @@ percentile intervals cover every coefficient and anything computed from them (ga
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,9 +61,7 @@ def run_bootstrap(
     rng: np.random.Generator,
     max_steps: int = 300,
 ) -> BootstrapResult:
-    """Call inside jax.enable_x64(True)."""
-    import time
-
+    """Solve every resample from the best fit, all in one batch."""
     started = time.perf_counter()
     weights = resample_weights(rng, fit_rows, resamples)
     starts = np.repeat(best_theta[None, :], resamples, axis=0)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 from dataclasses import replace
-from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import engine
 from engine.errors import UserError
 from engine.fit.bootstrap import run_bootstrap
-from engine.compile_cache import enable_persistent_compile_cache
 from engine.fit.gains import TABLE_2_SPARSITIES, gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import (
@@ -33,7 +30,7 @@ from engine.fit.law import (
     theta_from_coefficients,
 )
 from engine.fit.multistart import BatchSolution, random_starts, solve_batch
-from engine.fit.objective import FitData, make_fit_data, scaled_objective
+from engine.fit.objective import FitData, make_fit_data, mean_huber, scaled_objective_derivatives
 from engine.fit.result import Diagnostics, FitResult, FitSettings, HoldoutCheck, StartRecord
 from engine.fit.selection import holdout_mask
 
@@ -68,11 +65,6 @@ def _multistart(
     )
 
 
-@partial(jax.jit, static_argnames=("delta", "log_loss"))
-def _hessian(theta: jnp.ndarray, data: FitData, weights: jnp.ndarray, delta: float, log_loss: bool) -> jnp.ndarray:
-    return jax.hessian(scaled_objective)(theta, data, weights, delta, log_loss)
-
-
 def _diagnose(
     solution: BatchSolution, data: FitData, weights: np.ndarray, settings: FitSettings, free: np.ndarray
 ) -> tuple[int, Diagnostics]:
@@ -90,9 +82,10 @@ def _diagnose(
             distinct.append(float(value))
 
     free_index = np.flatnonzero(free)
-    hessian = np.asarray(_hessian(
-        jnp.asarray(solution.theta[best]), data, jnp.asarray(weights), settings.huber_delta, settings.log_loss
-    ))[np.ix_(free_index, free_index)]
+    hessian = scaled_objective_derivatives(
+        solution.theta[best][None, :], data, np.asarray(weights, np.float64)[None, :], settings.huber_delta,
+        settings.log_loss,
+    ).hessian[0][np.ix_(free_index, free_index)]
     eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     flattest = {COEFFICIENT_NAMES[i]: float(eigenvectors[j, 0]) for j, i in enumerate(free_index)}
 
@@ -129,8 +122,8 @@ def _provenance(table: ResultsTable, settings: FitSettings) -> dict[str, object]
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "method": "damped Newton (exact Hessian), Huber-delta continuation, jit+vmap over starts; "
-                  "float64; coefficients optimised as logs (always positive)",
+        "method": "damped Newton (exact analytic Hessian), Huber-delta continuation, batched over "
+                  "starts; float64; coefficients optimised as logs (always positive)",
     }
 
 
@@ -154,45 +147,43 @@ def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitRe
         raise UserError(f"--bootstrap must be >= 0, got {settings.bootstrap}", exit_code=2)
     fit_rows = table.from_scratch_mask()
     check_enough_rows(int(fit_rows.sum()), settings)
-    enable_persistent_compile_cache()
     held_out = holdout_mask(table, settings.holdout) & fit_rows
     rng = np.random.default_rng(settings.seed)
     norm = Normalisation.for_data(table.nonzeros[fit_rows], table.data[fit_rows])
     free = _free_mask(settings)
 
-    with jax.enable_x64(True):
-        data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
-        weights = fit_rows.astype(np.float64)
-        starts = _starts(settings, table, norm, rng)
-        solution = _multistart(starts, weights, data, settings, free)
-        best, diagnostics = _diagnose(solution, data, weights, settings, free)
-        best_theta = solution.theta[best]
-        coefficients = coefficients_from_theta(best_theta, norm)
+    data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
+    weights = fit_rows.astype(np.float64)
+    starts = _starts(settings, table, norm, rng)
+    solution = _multistart(starts, weights, data, settings, free)
+    best, diagnostics = _diagnose(solution, data, weights, settings, free)
+    best_theta = solution.theta[best]
+    coefficients = coefficients_from_theta(best_theta, norm)
 
-        holdout = None
-        remaining = int((fit_rows & ~held_out).sum())
-        if held_out.any() and remaining > len(settings.free_coefficients()) and remaining < fit_rows.sum():
-            holdout_weights = (fit_rows & ~held_out).astype(np.float64)
-            held_solution = _multistart(starts, holdout_weights, data, settings, free)
-            held_best = int(np.nanargmin(np.where(np.isfinite(held_solution.mean_huber), held_solution.mean_huber, np.inf)))
-            held_coefficients = coefficients_from_theta(held_solution.theta[held_best], norm)
-            rows = np.flatnonzero(held_out)
-            holdout = HoldoutCheck(
-                expression=settings.holdout, rows=[int(r) for r in rows], coefficients=held_coefficients,
-                objective=float(held_solution.mean_huber[held_best]),
-                predicted=[float(v) for v in predict_loss(held_coefficients, table.sparsity[rows], table.nonzeros[rows], table.data[rows])],
-                measured=[float(v) for v in table.loss[rows]],
-            )
+    holdout = None
+    remaining = int((fit_rows & ~held_out).sum())
+    if held_out.any() and remaining > len(settings.free_coefficients()) and remaining < fit_rows.sum():
+        holdout_weights = (fit_rows & ~held_out).astype(np.float64)
+        held_solution = _multistart(starts, holdout_weights, data, settings, free)
+        held_best = int(np.nanargmin(np.where(np.isfinite(held_solution.mean_huber), held_solution.mean_huber, np.inf)))
+        held_coefficients = coefficients_from_theta(held_solution.theta[held_best], norm)
+        rows = np.flatnonzero(held_out)
+        holdout = HoldoutCheck(
+            expression=settings.holdout, rows=[int(r) for r in rows], coefficients=held_coefficients,
+            objective=float(held_solution.mean_huber[held_best]),
+            predicted=[float(v) for v in predict_loss(held_coefficients, table.sparsity[rows], table.nonzeros[rows], table.data[rows])],
+            measured=[float(v) for v in table.loss[rows]],
+        )
 
-        samples = None
-        seconds = None
-        if settings.bootstrap > 0:
-            boot = run_bootstrap(
-                best_theta, data, fit_rows, norm, settings.huber_delta, settings.log_loss, free,
-                settings.bootstrap, rng,
-            )
-            samples, seconds = boot.samples, boot.seconds
-            diagnostics = replace(diagnostics, bootstrap_unconverged=int((~boot.converged).sum()))
+    samples = None
+    seconds = None
+    if settings.bootstrap > 0:
+        boot = run_bootstrap(
+            best_theta, data, fit_rows, norm, settings.huber_delta, settings.log_loss, free,
+            settings.bootstrap, rng,
+        )
+        samples, seconds = boot.samples, boot.seconds
+        diagnostics = replace(diagnostics, bootstrap_unconverged=int((~boot.converged).sum()))
 
     return FitResult(
         coefficients=coefficients,
@@ -215,12 +206,9 @@ def objective_at(table: ResultsTable, coefficients: LawCoefficients, settings: F
     report shows that published coefficients are not at this objective's minimum."""
     fit_rows = table.from_scratch_mask()
     norm = Normalisation.for_data(table.nonzeros[fit_rows], table.data[fit_rows])
-    with jax.enable_x64(True):
-        data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
-        theta = jnp.asarray(theta_from_coefficients(coefficients, norm))
-        w = jnp.asarray(fit_rows.astype(np.float64))
-        from engine.fit.objective import mean_huber
-
-        value = float(mean_huber(theta, data, w, settings.huber_delta, settings.log_loss))
-        gradient = jax.grad(lambda t: scaled_objective(t, data, w, settings.huber_delta, settings.log_loss))(theta)
-        return value, float(jnp.linalg.norm(gradient * jnp.asarray(_free_mask(settings))))
+    data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
+    theta = theta_from_coefficients(coefficients, norm)[None, :]
+    weights = fit_rows.astype(np.float64)[None, :]
+    value = float(mean_huber(theta, data, weights, settings.huber_delta, settings.log_loss)[0])
+    gradient = scaled_objective_derivatives(theta, data, weights, settings.huber_delta, settings.log_loss).gradient[0]
+    return value, float(np.linalg.norm(gradient * _free_mask(settings)))

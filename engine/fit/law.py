@@ -8,14 +8,19 @@ the optimiser sees numbers of order one: with n = N / n_scale and d = D / d_scal
     L = (a_S' (1 - S)^b_S + c_S') n^-b_N + (a_D' / d)^b_D + c,
     a_S' = a_S n_scale^-b_N,  c_S' = c_S n_scale^-b_N,  a_D' = a_D / d_scale,
 and the optimiser's vector is theta = log(a_S', b_S, c_S', b_N, a_D', b_D, c).
+
+In that form L is a sum of four exponentials of simple functions of theta, so its exact first and
+second derivatives are short closed forms (`loss_jacobian`, `loss_hessian_from_sums`), which the fit's
+numpy solver uses instead of autodiff (objective.py says why; tests/test_fit_solver.py checks them
+against JAX's).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
 # The order of the seven coefficients everywhere (theta, JSON, tables): Table 7's column order.
@@ -124,18 +129,101 @@ def coefficients_from_thetas(thetas: np.ndarray, norm: Normalisation) -> np.ndar
     return out
 
 
-def loss_normalised(
-    theta: jnp.ndarray, log_density: jnp.ndarray, log_n: jnp.ndarray, log_d: jnp.ndarray
-) -> jnp.ndarray:
-    """L at normalised inputs from log-parameters (eq. 3), with three exps per point: the fit's
-    inner loop, kept lean on purpose. log_density = log(1 - S), log_n = log(N / n_scale),
-    log_d = log(D / d_scale). Overflow (absurd trial parameters) gives inf, which the line search
-    rejects.
-    """
-    a_s, b_s, c_s, b_n, _, b_d, c = (jnp.exp(theta[i]) for i in range(7))
-    size_term = (a_s * jnp.exp(b_s * log_density) + c_s) * jnp.exp(-b_n * log_n)
-    data_term = jnp.exp(b_d * (theta[4] - log_d))  # (a_D' / d)^b_D
-    return size_term + data_term + c
+class LawTerms(NamedTuple):
+    """The pieces of L at normalised inputs, for K parameter vectors at n points: each (K, n) (or
+    (K, 1) where it does not depend on the point). Shared by the loss and its derivatives."""
+
+    size_a: np.ndarray  # a_S' (1 - S)^b_S n^-b_N
+    size_c: np.ndarray  # c_S' n^-b_N
+    data: np.ndarray  # (a_D' / d)^b_D
+    constant: np.ndarray  # c, (K, 1)
+    sparsity_log: np.ndarray  # b_S log(1 - S)
+    size_log: np.ndarray  # b_N log n
+    data_log: np.ndarray  # b_D log(a_D' / d)
+    b_d: np.ndarray  # (K, 1)
+
+    def loss(self) -> np.ndarray:
+        return self.size_a + self.size_c + self.data + self.constant
+
+
+def law_terms(thetas: np.ndarray, log_density: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> LawTerms:
+    """L's pieces from log-parameters `thetas` (K, 7) at normalised inputs (n,): log_density =
+    log(1 - S), log_n = log(N / n_scale), log_d = log(D / d_scale). Every term is one exp, so every
+    coefficient stays positive; overflow (absurd trial parameters) gives inf, which the solver
+    rejects."""
+    log_a_s, log_b_s, log_c_s, log_b_n, log_a_d, log_b_d, log_c = (thetas[:, i : i + 1] for i in range(7))
+    with np.errstate(over="ignore", invalid="ignore"):
+        b_d = np.exp(log_b_d)
+        sparsity_log = np.exp(log_b_s) * log_density
+        size_log = np.exp(log_b_n) * log_n
+        data_log = b_d * (log_a_d - log_d)
+        return LawTerms(
+            size_a=np.exp(log_a_s + sparsity_log - size_log), size_c=np.exp(log_c_s - size_log),
+            data=np.exp(data_log), constant=np.exp(log_c), sparsity_log=sparsity_log,
+            size_log=size_log, data_log=data_log, b_d=b_d,
+        )
+
+
+def loss_normalised(thetas: np.ndarray, log_density: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """L (K, n) at normalised inputs (eq. 3) for log-parameters `thetas` (K, 7)."""
+    return law_terms(thetas, log_density, log_n, log_d).loss()
+
+
+def loss_jacobian(terms: LawTerms) -> np.ndarray:
+    """dL/dtheta (K, n, 7). Each term is exp(u) with u simple in theta, so d exp(u) = exp(u) du."""
+    size_a, data = terms.size_a, terms.data
+    jacobian = np.empty(size_a.shape + (7,))
+    jacobian[..., 0] = size_a
+    jacobian[..., 1] = size_a * terms.sparsity_log
+    jacobian[..., 2] = terms.size_c
+    jacobian[..., 3] = -(size_a + terms.size_c) * terms.size_log
+    jacobian[..., 4] = data * terms.b_d
+    jacobian[..., 5] = data * terms.data_log
+    jacobian[..., 6] = terms.constant
+    return jacobian
+
+
+# d2L/dtheta2 from dL: with d2 exp(u) = exp(u) (du du' + d2u), every entry of sum_n a_n d2L_n is
+# a sum of a few "factor sums" sum_n a_n f_n dL_n/dtheta_j, for the factors f below. E.g. the
+# (b_S, b_S) entry: a_S' term * s (s + 1), s = b_S log(1 - S), is dL/db_S * (s + 1).
+SECOND_DERIVATIVE_FACTORS = ("1", "b_N log n", "b_S log(1 - S)", "b_D log(a_D' / d)", "b_D")
+_SECOND_DERIVATIVE_TERMS = {  # (row, column) of the Hessian: (factor, dL column, sign), ...
+    (0, 0): ((0, 0, 1),), (0, 1): ((0, 1, 1),), (0, 3): ((1, 0, -1),),
+    (1, 1): ((2, 1, 1), (0, 1, 1)), (1, 3): ((1, 1, -1),),
+    (2, 2): ((0, 2, 1),), (2, 3): ((1, 2, -1),), (3, 3): ((0, 3, 1), (1, 3, -1)),
+    (4, 4): ((4, 4, 1),), (4, 5): ((0, 4, 1), (3, 4, 1)), (5, 5): ((3, 5, 1), (0, 5, 1)),
+    (6, 6): ((0, 6, 1),),
+}
+
+
+def _second_derivative_map() -> np.ndarray:
+    """(factors x 7, 7 x 7): flattened factor sums -> flattened symmetric Hessian."""
+    mapping = np.zeros((len(SECOND_DERIVATIVE_FACTORS) * 7, 49))
+    for (row, column), contributions in _SECOND_DERIVATIVE_TERMS.items():
+        for factor, derivative, sign in contributions:
+            mapping[factor * 7 + derivative, sorted({row * 7 + column, column * 7 + row})] += sign
+    return mapping
+
+
+_SECOND_DERIVATIVE_MAP = _second_derivative_map()
+
+
+def second_derivative_factors(terms: LawTerms) -> list[np.ndarray | float]:
+    """The factors f of SECOND_DERIVATIVE_FACTORS, each broadcastable to (K, n)."""
+    return [1.0, terms.size_log, terms.sparsity_log, terms.data_log, terms.b_d]
+
+
+def loss_hessian_from_sums(factor_sums: np.ndarray) -> np.ndarray:
+    """sum_n a_n d2L_n/dtheta2 (K, 7, 7) from factor_sums[k, f, j] = sum_n a_kn f_n dL_n/dtheta_j
+    (K, factors, 7)."""
+    rows = factor_sums.shape[0]
+    return (factor_sums.reshape(rows, -1) @ _SECOND_DERIVATIVE_MAP).reshape(rows, 7, 7)
+
+
+def weighted_loss_hessian(terms: LawTerms, weights: np.ndarray) -> np.ndarray:
+    """sum over points of weights (K, n) * d2L/dtheta2: (K, 7, 7)."""
+    factors = np.stack(np.broadcast_arrays(*second_derivative_factors(terms)), axis=1)  # (K, factors, n)
+    return loss_hessian_from_sums(np.matmul(weights[:, None, :] * factors, loss_jacobian(terms)))
 
 
 def is_positive_finite(coefficients: LawCoefficients) -> bool:

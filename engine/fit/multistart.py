@@ -1,6 +1,6 @@
-"""Many solves of the law's objective at once: jit + vmap over starting points (and weights).
+"""Many solves of the law's objective at once, batched over starting points (and weights).
 
-Each solve is a damped Newton method with exact derivatives from JAX (newton.py) on the scaled
+Each solve is a damped Newton method with exact derivatives (newton.py) on the scaled
 objective (objective.py), run through a short continuation in the Huber delta: first a large delta
 (nearly least squares: smooth, quick to cross the law's curved valleys from a random start), then
 10x smaller, down to the requested delta, each stage warm-started from the previous one. Only the
@@ -13,17 +13,13 @@ frozen (the n:m refit of sec. 4.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from engine.fit.law import COEFFICIENT_NAMES
-from engine.fit.newton import minimise_damped_newton
-from engine.fit.objective import FitData, mean_huber, scaled_objective
+from engine.fit.newton import DerivativesAt, minimise_damped_newton
+from engine.fit.objective import Derivatives, FitData, mean_huber, scaled_objective_derivatives
 
 NUM_COEFFICIENTS = len(COEFFICIENT_NAMES)
 
@@ -52,45 +48,6 @@ def continuation_deltas(delta: float, stages: int) -> np.ndarray:
     return delta * 10.0 ** np.arange(stages - 1, -1, -1, dtype=np.float64)
 
 
-@partial(jax.jit, static_argnames=("log_loss", "max_steps", "gtol"))
-def _solve_batch(
-    thetas0: jnp.ndarray,
-    weights: jnp.ndarray,
-    data: FitData,
-    free: jnp.ndarray,
-    deltas: jnp.ndarray,
-    log_loss: bool,
-    max_steps: int,
-    gtol: float,
-) -> tuple[jnp.ndarray, ...]:
-    def solve_one(theta0: jnp.ndarray, w: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-        def objective_at(delta: jnp.ndarray):
-            def objective(theta: jnp.ndarray) -> jnp.ndarray:
-                # Frozen entries stay at theta0's values and get no gradient (nor curvature).
-                theta = jnp.where(free > 0, theta, jax.lax.stop_gradient(theta0))
-                return scaled_objective(theta, data, w, delta, log_loss)
-
-            return objective
-
-        def stage(theta: jnp.ndarray, delta: jnp.ndarray):
-            solution = minimise_damped_newton(objective_at(delta), theta, max_steps, gtol)
-            theta = jnp.where(jnp.isfinite(solution.x).all(), solution.x, theta)
-            return theta, solution.steps
-
-        theta, steps = jax.lax.scan(stage, theta0, deltas)
-        final_delta = deltas[-1]
-        gradient = jax.grad(objective_at(final_delta))(theta) * free
-        return (
-            theta,
-            mean_huber(theta, data, w, final_delta, log_loss),
-            jnp.linalg.norm(gradient),
-            jnp.sum(steps),
-            steps[-1] >= max_steps,
-        )
-
-    return jax.vmap(solve_one)(thetas0, weights)
-
-
 def solve_batch(
     thetas0: np.ndarray,
     weights: np.ndarray,
@@ -103,34 +60,43 @@ def solve_batch(
 ) -> BatchSolution:
     """Minimise the objective from each row of `thetas0` (K, 7) with the matching row of `weights`
     (K, n_runs). `free` (7,) marks the coefficients to fit (1) or keep at their start value (0).
-    `continuation=False` solves at `delta` directly (for warm starts). Call inside
-    `jax.enable_x64(True)`: the fit needs float64.
+    `continuation=False` solves at `delta` directly (for warm starts).
     """
-    if free is None:
-        free = np.ones(NUM_COEFFICIENTS)
+    free = np.ones(NUM_COEFFICIENTS) if free is None else np.asarray(free, np.float64)
+    thetas0 = np.asarray(thetas0, np.float64)
+    weights = np.asarray(weights, np.float64)
     stages = settings.continuation_stages if continuation else 1
-    args = (jnp.asarray(thetas0, jnp.float64), jnp.asarray(weights, jnp.float64), data,
-            jnp.asarray(free, jnp.float64), jnp.asarray(continuation_deltas(delta, stages)))
-    statics = {"log_loss": bool(log_loss), "max_steps": settings.max_steps, "gtol": settings.gtol}
-    cache = exported_solver_directory()
-    if cache is None:
-        theta, objective, gradient_norm, steps, at_limit = _solve_batch(*args, **statics)
-    else:
-        from engine.fit.exported import exported_call  # imports this module
-
-        theta, objective, gradient_norm, steps, at_limit = exported_call(_solve_batch, args, statics, cache)
+    theta = thetas0
+    total_steps = np.zeros(len(thetas0), np.int64)
+    for stage_delta in continuation_deltas(delta, stages):
+        derivatives_at = _derivatives_at(thetas0, weights, data, free, float(stage_delta), log_loss)
+        solution = minimise_damped_newton(derivatives_at, theta, settings.max_steps, settings.gtol)
+        theta = np.where(np.isfinite(solution.x).all(axis=1, keepdims=True), solution.x, theta)
+        total_steps += solution.steps
+    final = _derivatives_at(thetas0, weights, data, free, delta, log_loss)(theta, np.arange(len(theta)))
     return BatchSolution(
-        theta=np.asarray(theta), mean_huber=np.asarray(objective),
-        gradient_norm=np.asarray(gradient_norm), steps=np.asarray(steps),
-        hit_step_limit=np.asarray(at_limit),
+        theta=theta, mean_huber=mean_huber(theta, data, weights, delta, log_loss),
+        gradient_norm=np.linalg.norm(final.gradient, axis=1), steps=total_steps,
+        hit_step_limit=solution.steps >= settings.max_steps,
     )
 
 
-def exported_solver_directory() -> Path | None:
-    """Where exported solvers are kept: beside the persistent compilation cache, if there is one
-    (engine.compile_cache); None means trace in every process."""
-    directory = jax.config.jax_compilation_cache_dir
-    return Path(directory) if directory and jax.process_count() == 1 else None
+def _derivatives_at(
+    thetas0: np.ndarray, weights: np.ndarray, data: FitData, free: np.ndarray, delta: float, log_loss: bool
+) -> DerivativesAt:
+    """The solver's view of row k's objective: frozen entries stay at thetas0[k]'s values and get
+    no gradient (nor curvature)."""
+    all_free = bool(free.all())
+    free_pairs = free[:, None] * free[None, :]
+
+    def derivatives_at(thetas: np.ndarray, rows: np.ndarray) -> Derivatives:
+        if all_free:
+            return scaled_objective_derivatives(thetas, data, weights[rows], delta, log_loss)
+        thetas = np.where(free > 0, thetas, thetas0[rows])
+        value, gradient, hessian = scaled_objective_derivatives(thetas, data, weights[rows], delta, log_loss)
+        return Derivatives(value=value, gradient=gradient * free, hessian=hessian * free_pairs)
+
+    return derivatives_at
 
 
 def random_starts(rng: np.random.Generator, count: int, loss: np.ndarray) -> np.ndarray:
