@@ -96,7 +96,7 @@ def test_newton_minimises_a_batch_of_quadratics_independently() -> None:
     centres = np.array([[1.0, -2.0], [0.5, 0.5], [3.0, 0.0]])
     curvature = np.array([1.0, 100.0, 0.01])
 
-    def derivatives_at(x: np.ndarray, rows: np.ndarray):
+    def derivatives_at(x: np.ndarray, rows: np.ndarray, stages: np.ndarray):
         from engine.fit.objective import Derivatives
 
         offset = x - centres[rows]

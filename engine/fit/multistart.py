@@ -65,31 +65,27 @@ def solve_batch(
     free = np.ones(NUM_COEFFICIENTS) if free is None else np.asarray(free, np.float64)
     thetas0 = np.asarray(thetas0, np.float64)
     weights = np.asarray(weights, np.float64)
-    stages = settings.continuation_stages if continuation else 1
-    theta = thetas0
-    total_steps = np.zeros(len(thetas0), np.int64)
-    for stage_delta in continuation_deltas(delta, stages):
-        derivatives_at = _derivatives_at(thetas0, weights, data, free, float(stage_delta), log_loss)
-        solution = minimise_damped_newton(derivatives_at, theta, settings.max_steps, settings.gtol)
-        theta = np.where(np.isfinite(solution.x).all(axis=1, keepdims=True), solution.x, theta)
-        total_steps += solution.steps
-    final = _derivatives_at(thetas0, weights, data, free, delta, log_loss)(theta, np.arange(len(theta)))
+    deltas = continuation_deltas(delta, settings.continuation_stages if continuation else 1)
+    derivatives_at = _derivatives_at(thetas0, weights, data, free, deltas, log_loss)
+    solution = minimise_damped_newton(derivatives_at, thetas0, settings.max_steps, settings.gtol, len(deltas))
+    theta = solution.x
     return BatchSolution(
         theta=theta, mean_huber=mean_huber(theta, data, weights, delta, log_loss),
-        gradient_norm=np.linalg.norm(final.gradient, axis=1), steps=total_steps,
-        hit_step_limit=solution.steps >= settings.max_steps,
+        gradient_norm=np.linalg.norm(solution.gradient, axis=1), steps=solution.steps,
+        hit_step_limit=solution.last_stage_steps >= settings.max_steps,
     )
 
 
 def _derivatives_at(
-    thetas0: np.ndarray, weights: np.ndarray, data: FitData, free: np.ndarray, delta: float, log_loss: bool
+    thetas0: np.ndarray, weights: np.ndarray, data: FitData, free: np.ndarray, deltas: np.ndarray, log_loss: bool
 ) -> DerivativesAt:
-    """The solver's view of row k's objective: frozen entries stay at thetas0[k]'s values and get
-    no gradient (nor curvature)."""
+    """The solver's view of row k's objective in stage s (Huber delta deltas[s]): frozen entries stay
+    at thetas0[k]'s values and get no gradient (nor curvature)."""
     all_free = bool(free.all())
     free_pairs = free[:, None] * free[None, :]
 
-    def derivatives_at(thetas: np.ndarray, rows: np.ndarray) -> Derivatives:
+    def derivatives_at(thetas: np.ndarray, rows: np.ndarray, stages: np.ndarray) -> Derivatives:
+        delta = deltas[stages][:, None]
         if all_free:
             return scaled_objective_derivatives(thetas, data, weights[rows], delta, log_loss)
         thetas = np.where(free > 0, thetas, thetas0[rows])

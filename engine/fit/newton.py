@@ -12,7 +12,9 @@ gradient 2-norm <= gtol; or the objective stopped decreasing (relative decrease 
 consecutive accepted steps, or lam beyond MAX_DAMPING: no decrease possible); or max_steps.
 
 Every row has its own state; each iteration evaluates only the rows still running, so rows that
-stop early cost nothing afterwards.
+stop early cost nothing afterwards. A solve can have several stages (multistart.py's continuation in
+the Huber delta): a row that stops starts its next stage at once from where it is, with fresh
+damping and step count, while the other rows are still in earlier stages.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ MIN_DAMPING = 1e-15
 MAX_DAMPING = 1e12
 PATIENCE = 3
 
-# derivatives_at(x, rows): the derivatives of rows `rows` (A,) of the batch's objectives at x (A, 7).
-DerivativesAt = Callable[[np.ndarray, np.ndarray], Derivatives]
+# derivatives_at(x, rows, stages): the derivatives at x (A, 7) of the objectives of the batch's rows
+# `rows` (A,), each in its stage `stages` (A,).
+DerivativesAt = Callable[[np.ndarray, np.ndarray, np.ndarray], Derivatives]
 
 
 class SolveResult(NamedTuple):
     x: np.ndarray  # (K, 7)
-    value: np.ndarray  # (K,)
-    gradient: np.ndarray  # (K, 7)
-    steps: np.ndarray  # (K,) Newton steps taken (accepted or not)
+    value: np.ndarray  # (K,) in the last stage
+    gradient: np.ndarray  # (K, 7) in the last stage
+    steps: np.ndarray  # (K,) Newton steps taken (accepted or not), all stages
+    last_stage_steps: np.ndarray  # (K,)
 
 
 def positive_definite(matrices: np.ndarray) -> np.ndarray:
@@ -74,36 +78,93 @@ def damped_newton_steps(hessian: np.ndarray, gradient: np.ndarray, damping: np.n
         return steps * np.minimum(1.0, MAX_STEP / np.linalg.norm(steps, axis=1))[:, None]
 
 
+class _Rows(NamedTuple):
+    """The state of the rows still running (A of them), in the same order as `rows`."""
+
+    rows: np.ndarray  # (A,) their indices in the batch
+    stage: np.ndarray
+    x: np.ndarray
+    value: np.ndarray
+    gradient: np.ndarray
+    hessian: np.ndarray
+    damping: np.ndarray
+    stage_steps: np.ndarray
+    steps: np.ndarray  # all stages
+    slow_steps: np.ndarray
+
+    def select(self, keep: np.ndarray) -> _Rows:
+        return _Rows(*(field[keep] for field in self))
+
+    def join(self, other: _Rows) -> _Rows:
+        return _Rows(*(np.concatenate([mine, theirs]) for mine, theirs in zip(self, other, strict=True)))
+
+
+def _start_stage(
+    rows: np.ndarray, stage: np.ndarray, x: np.ndarray, steps: np.ndarray, derivatives_at: DerivativesAt
+) -> _Rows:
+    value, gradient, hessian = derivatives_at(x, rows, stage)
+    return _Rows(
+        rows=rows, stage=stage, x=x, value=value, gradient=gradient, hessian=hessian,
+        damping=np.full(len(rows), INITIAL_DAMPING), stage_steps=np.zeros(len(rows), np.int64), steps=steps,
+        slow_steps=np.zeros(len(rows), np.int64),
+    )
+
+
+def _running(state: _Rows, max_steps: int, gtol: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        converged = np.linalg.norm(state.gradient, axis=1) <= gtol
+        stopped = (state.slow_steps >= PATIENCE) | (state.damping > MAX_DAMPING)
+        return (state.stage_steps < max_steps) & ~converged & ~stopped & np.isfinite(state.value)
+
+
+def _step(state: _Rows, derivatives_at: DerivativesAt, ftol: float) -> _Rows:
+    """One damped Newton trial for every row of `state`."""
+    step = damped_newton_steps(state.hessian, state.gradient, state.damping)
+    candidate = state.x + step
+    trial = derivatives_at(candidate, state.rows, state.stage)
+    with np.errstate(invalid="ignore"):
+        accept = np.isfinite(trial.value) & (trial.value < state.value) & np.isfinite(step).all(axis=1)
+        slow = accept & (state.value - trial.value <= ftol * np.abs(state.value))
+    return state._replace(
+        x=np.where(accept[:, None], candidate, state.x),
+        value=np.where(accept, trial.value, state.value),
+        gradient=np.where(accept[:, None], trial.gradient, state.gradient),
+        hessian=np.where(accept[:, None, None], trial.hessian, state.hessian),
+        damping=np.where(accept, np.maximum(state.damping / 3.0, MIN_DAMPING), state.damping * 4.0),
+        stage_steps=state.stage_steps + 1,
+        steps=state.steps + 1,
+        slow_steps=np.where(slow, state.slow_steps + 1, np.where(accept, 0, state.slow_steps)),
+    )
+
+
 def minimise_damped_newton(
-    derivatives_at: DerivativesAt, x0: np.ndarray, max_steps: int, gtol: float, ftol: float = 1e-15
+    derivatives_at: DerivativesAt, x0: np.ndarray, max_steps: int, gtol: float, stages: int = 1,
+    ftol: float = 1e-15,
 ) -> SolveResult:
-    """Minimise each row's objective from its row of x0 (K, 7); see module docstring."""
-    rows = len(x0)
+    """Minimise each row's objective from its row of x0 (K, 7) through `stages` stages, each with
+    at most max_steps steps; see module docstring."""
+    rows = np.arange(len(x0))
     x = np.array(x0, np.float64)
-    value, gradient, hessian = (np.array(a) for a in derivatives_at(x, np.arange(rows)))
-    damping = np.full(rows, INITIAL_DAMPING)
-    steps = np.zeros(rows, np.int64)
-    slow_steps = np.zeros(rows, np.int64)
-    while True:
-        with np.errstate(invalid="ignore"):
-            running = np.flatnonzero(
-                (steps < max_steps) & ~(np.linalg.norm(gradient, axis=1) <= gtol)
-                & (slow_steps < PATIENCE) & (damping <= MAX_DAMPING) & np.isfinite(value)
-            )
-        if running.size == 0:
-            return SolveResult(x=x, value=value, gradient=gradient, steps=steps)
-        step = damped_newton_steps(hessian[running], gradient[running], damping[running])
-        candidate = x[running] + step
-        trial = derivatives_at(candidate, running)
-        current = value[running]
-        with np.errstate(invalid="ignore"):
-            accept = np.isfinite(trial.value) & (trial.value < current) & np.isfinite(step).all(axis=1)
-            slow = accept & (current - trial.value <= ftol * np.abs(current))
-        accepted = running[accept]
-        x[accepted] = candidate[accept]
-        value[accepted] = trial.value[accept]
-        gradient[accepted] = trial.gradient[accept]
-        hessian[accepted] = trial.hessian[accept]
-        damping[running] = np.where(accept, np.maximum(damping[running] / 3.0, MIN_DAMPING), damping[running] * 4.0)
-        slow_steps[running] = np.where(slow, slow_steps[running] + 1, np.where(accept, 0, slow_steps[running]))
-        steps[running] += 1
+    state = _start_stage(rows, np.zeros(len(rows), np.int64), x, np.zeros(len(rows), np.int64), derivatives_at)
+    result = SolveResult(
+        x=x, value=state.value.copy(), gradient=state.gradient.copy(), steps=state.steps.copy(),
+        last_stage_steps=state.stage_steps.copy(),
+    )
+    while len(state.rows):
+        running = _running(state, max_steps, gtol)
+        if running.all():
+            state = _step(state, derivatives_at, ftol)
+            continue
+        stopped = state.select(~running)
+        state = state.select(running)
+        advancing = stopped.stage < stages - 1
+        if advancing.any():
+            moving = stopped.select(advancing)
+            state = state.join(_start_stage(moving.rows, moving.stage + 1, moving.x, moving.steps, derivatives_at))
+        done = stopped.select(~advancing)
+        result.x[done.rows] = done.x
+        result.value[done.rows] = done.value
+        result.gradient[done.rows] = done.gradient
+        result.steps[done.rows] = done.steps
+        result.last_stage_steps[done.rows] = done.stage_steps
+    return result

@@ -78,10 +78,10 @@ def mean_huber(
 
 
 def scaled_objective_derivatives(
-    thetas: np.ndarray, data: FitData, weights: np.ndarray, delta: float, log_loss: bool
+    thetas: np.ndarray, data: FitData, weights: np.ndarray, delta: float | np.ndarray, log_loss: bool
 ) -> Derivatives:
     """sum(w * huber(r)) / delta^2 for `thetas` (K, 7) and `weights` (K, n), with its gradient and
-    Hessian. With r's first derivatives J and Huber's h', h'' (over delta^2):
+    Hessian; `delta` is one number or one per row (K, 1). With r's first derivatives J and Huber's h', h'' (over delta^2):
         gradient = J' (w h'),  Hessian = J' diag(w h'') J + sum_i w_i h'_i d2r_i,
     where on log L, r = log L - log y: J = dL / L and d2r = d2L / L - J J'."""
     terms = law_terms(thetas, data.log_density, data.log_n, data.log_d)
