@@ -155,7 +155,7 @@ def build_setup(run: RunPlan) -> RunSetup:
     """Everything `engine.train.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
     dims = run.dims
-    params_shape = jax.eval_shape(lambda: models.init_params(dims, jax.random.key(0)))
+    params_shape = models.abstract_params(dims)
     load_params = None
     if run.source is not None:
         if run.loads_source():

@@ -188,9 +188,7 @@ def ensure_dependencies(
 def check_pretrained_sources(runs: list[RunPlan]) -> None:
     """Each pretrained run's source checkpoint exists, is whole and fits the model: one clear error
     before anything is written, rather than a failure halfway through the sweep."""
-    import jax
-
-    from engine.models import init_params
+    from engine.models import abstract_params
     from engine.pretrained import check_run_sources
 
-    check_run_sources(runs, lambda run: jax.eval_shape(lambda: init_params(run.dims, jax.random.key(0))))
+    check_run_sources(runs, lambda run: abstract_params(run.dims))

@@ -117,9 +117,7 @@ def execute(
 def check_layouts(runs: list[RunPlan]) -> None:
     """Sharded runs' meshes and rules fit this machine's devices and the models' shapes: one
     clear error before any run is claimed or trained. (Remote workers check their own devices.)"""
-    import jax
-
-    from engine.models import init_params
+    from engine.models import abstract_params
     from engine.parallel import build_layout
     from spec.parallelism import ParallelismSpec
 
@@ -128,7 +126,7 @@ def check_layouts(runs: list[RunPlan]) -> None:
         parallelism = run.spec.parallelism
         if parallelism.mesh == default.mesh and not parallelism.rules:
             continue  # one device, nothing split: nothing can fail to fit
-        params = jax.eval_shape(lambda dims=run.dims: init_params(dims, jax.random.key(0)))
+        params = abstract_params(run.dims)
         build_layout(parallelism, params, run.batch_size, f"run {run.run_id} ({run.experiment})")
 
 
