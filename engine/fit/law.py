@@ -170,16 +170,18 @@ def loss_normalised(thetas: np.ndarray, log_density: np.ndarray, log_n: np.ndarr
 
 
 def loss_jacobian(terms: LawTerms) -> np.ndarray:
-    """dL/dtheta (K, n, 7). Each term is exp(u) with u simple in theta, so d exp(u) = exp(u) du."""
+    """dL/dtheta as (K, 7, n): [k, j, i] = dL_i/dtheta_j of row k (parameters before points, so the
+    solver's products read it contiguously). Each term is exp(u) with u simple in theta, so
+    d exp(u) = exp(u) du."""
     size_a, data = terms.size_a, terms.data
-    jacobian = np.empty(size_a.shape + (7,))
-    jacobian[..., 0] = size_a
-    jacobian[..., 1] = size_a * terms.sparsity_log
-    jacobian[..., 2] = terms.size_c
-    jacobian[..., 3] = -(size_a + terms.size_c) * terms.size_log
-    jacobian[..., 4] = data * terms.b_d
-    jacobian[..., 5] = data * terms.data_log
-    jacobian[..., 6] = terms.constant
+    jacobian = np.empty((size_a.shape[0], 7, size_a.shape[1]))
+    jacobian[:, 0] = size_a
+    np.multiply(size_a, terms.sparsity_log, out=jacobian[:, 1])
+    jacobian[:, 2] = terms.size_c
+    np.multiply(-(size_a + terms.size_c), terms.size_log, out=jacobian[:, 3])
+    np.multiply(data, terms.b_d, out=jacobian[:, 4])
+    np.multiply(data, terms.data_log, out=jacobian[:, 5])
+    jacobian[:, 6] = terms.constant
     return jacobian
 
 
@@ -214,7 +216,7 @@ def second_derivative_factors(terms: LawTerms) -> list[np.ndarray | float]:
 
 
 def loss_hessian_from_sums(factor_sums: np.ndarray) -> np.ndarray:
-    """sum_n a_n d2L_n/dtheta2 (K, 7, 7) from factor_sums[k, f, j] = sum_n a_kn f_n dL_n/dtheta_j
+    """sum_i a_i d2L_i/dtheta2 (K, 7, 7) from factor_sums[k, f, j] = sum_i a_ki f_i dL_i/dtheta_j
     (K, factors, 7)."""
     rows = factor_sums.shape[0]
     return (factor_sums.reshape(rows, -1) @ _SECOND_DERIVATIVE_MAP).reshape(rows, 7, 7)
@@ -223,7 +225,7 @@ def loss_hessian_from_sums(factor_sums: np.ndarray) -> np.ndarray:
 def weighted_loss_hessian(terms: LawTerms, weights: np.ndarray) -> np.ndarray:
     """sum over points of weights (K, n) * d2L/dtheta2: (K, 7, 7)."""
     factors = np.stack(np.broadcast_arrays(*second_derivative_factors(terms)), axis=1)  # (K, factors, n)
-    return loss_hessian_from_sums(np.matmul(weights[:, None, :] * factors, loss_jacobian(terms)))
+    return loss_hessian_from_sums(np.matmul(weights[:, None, :] * factors, np.swapaxes(loss_jacobian(terms), 1, 2)))
 
 
 def is_positive_finite(coefficients: LawCoefficients) -> bool:

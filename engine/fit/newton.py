@@ -27,6 +27,11 @@ from scipy.linalg import lapack
 
 from engine.fit.objective import Derivatives
 
+try:  # private to numpy (behind np.linalg.cholesky); without it, the slower public route below
+    from numpy.linalg._umath_linalg import cholesky_lo as _cholesky_kernel
+except ImportError:  # pragma: no cover
+    _cholesky_kernel = None
+
 MAX_STEP = 2.0  # a log-parameter step of 2 multiplies a coefficient by e^2
 INITIAL_DAMPING = 1e-3
 MIN_DAMPING = 1e-15
@@ -48,8 +53,12 @@ class SolveResult(NamedTuple):
 
 def positive_definite(matrices: np.ndarray) -> np.ndarray:
     """(A,) whether each symmetric matrix of (A, d, d) is positive definite (its Cholesky
-    factorisation succeeds). numpy's batched Cholesky fails as a whole, so a failing batch is
-    checked again matrix by matrix (LAPACK's potrf reports instead of raising)."""
+    factorisation succeeds). numpy's public batched Cholesky raises for the whole batch when one
+    matrix fails, which happens on most iterations from random starts; its kernel marks just the
+    failed matrices with NaN (about 4x faster here than finding them one by one)."""
+    if _cholesky_kernel is not None:
+        with np.errstate(invalid="ignore"):
+            return ~np.isnan(_cholesky_kernel(matrices, signature="d->d")[:, 0, 0])
     try:
         np.linalg.cholesky(matrices)
         return np.ones(len(matrices), bool)

@@ -93,18 +93,18 @@ def scaled_objective_derivatives(
         slope = scaled_weights * clipped  # w h'
         value = np.sum(slope * (residual - 0.5 * clipped), axis=1)  # as in huber()
         curvature = scaled_weights * (clipped == residual)  # w h'': 1 inside +-delta
-        jacobian = loss_jacobian(terms)  # dL, (K, n, 7)
+        jacobian = loss_jacobian(terms)  # dL, (K, 7, n)
         if log_loss:  # J = dL / L; d2r = d2L / L - J J'
-            jacobian /= prediction[..., None]
+            jacobian /= prediction[:, None, :]
             curvature -= slope
         # One batched product gives J' diag(w h'') J and the sums the d2L part is made of (law.py);
         # the first of those, with the factor 1, is the gradient J' (w h').
         factors = second_derivative_factors(terms)
         left = np.empty((len(slope), 7 + len(factors), slope.shape[1]))
-        left[:, :7, :] = np.swapaxes(jacobian, 1, 2) * curvature[:, None, :]
+        np.multiply(jacobian, curvature[:, None, :], out=left[:, :7, :])
         for index, factor in enumerate(factors):
-            left[:, 7 + index, :] = slope * factor
-        products = np.matmul(left, jacobian)
+            np.multiply(slope, factor, out=left[:, 7 + index, :])
+        products = np.matmul(left, np.swapaxes(jacobian, 1, 2))
         gradient = products[:, 7, :]
         hessian = products[:, :7, :] + loss_hessian_from_sums(products[:, 7:, :])
     return Derivatives(value=value, gradient=gradient, hessian=hessian)
