@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg import lapack
 
 from engine.fit.objective import Derivatives
 
@@ -63,6 +62,8 @@ def positive_definite(matrices: np.ndarray) -> np.ndarray:
         np.linalg.cholesky(matrices)
         return np.ones(len(matrices), bool)
     except np.linalg.LinAlgError:
+        from scipy.linalg import lapack  # only on this rare path: scipy.linalg takes ~0.1 s to import
+
         return np.array([lapack.dpotrf(matrix, lower=True)[1] == 0 for matrix in matrices], bool)
 
 
