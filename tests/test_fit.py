@@ -88,14 +88,11 @@ def test_disagreeing_starts_give_a_not_converged_verdict() -> None:
     table = read_results(SYNTHETIC, {"loss": "val-loss"})
     norm = Normalisation.for_data(table.nonzeros, table.data)
     law = LawCoefficients(a_S=30.0, b_S=0.9, c_S=60.0, b_N=0.3, a_D=2e8, b_D=0.5, c=1.2)
-    import jax
-
-    with jax.enable_x64(True):
-        data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
-        thetas = np.stack([theta_from_coefficients(law, norm), theta_from_coefficients(law.replace(c=1.0), norm)])
-        solution = BatchSolution(theta=thetas, mean_huber=np.array([1e-6, 2e-6]), gradient_norm=np.array([1e-9, 1e-9]),
-                                 steps=np.array([10, 10]), hit_step_limit=np.array([False, False]))
-        _, diagnostics = _diagnose(solution, data, np.ones(len(table)), FitSettings(starts=2), np.ones(7))
+    data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
+    thetas = np.stack([theta_from_coefficients(law, norm), theta_from_coefficients(law.replace(c=1.0), norm)])
+    solution = BatchSolution(theta=thetas, mean_huber=np.array([1e-6, 2e-6]), gradient_norm=np.array([1e-9, 1e-9]),
+                             steps=np.array([10, 10]), hit_step_limit=np.array([False, False]))
+    _, diagnostics = _diagnose(solution, data, np.ones(len(table)), FitSettings(starts=2), np.ones(7))
     assert diagnostics.verdict.startswith("not converged")
     assert diagnostics.agreeing_starts == 1
     assert len(diagnostics.distinct_minima) == 2

@@ -1,7 +1,7 @@
 """Bootstrap over runs (resampling rows with replacement), warm-started from the best fit.
 
 Each resample is a vector of multiplicities (a multinomial draw) used as weights in the objective,
-so every resample has the same array shapes and all of them are solved in one vmapped call. The
+so every resample has the same array shapes and all of them are solved in one batched call. The
 percentile intervals cover every coefficient and anything computed from them (gains, predictions).
 """
 
