@@ -75,16 +75,12 @@ def damped_newton_steps(hessian: np.ndarray, gradient: np.ndarray, damping: np.n
     matrices = hessian + (damping * scale)[:, None, None] * np.eye(hessian.shape[-1])
     with np.errstate(invalid="ignore", divide="ignore"):
         solvable = np.isfinite(matrices).all(axis=(1, 2))
-        if solvable.all():  # the usual case: no copies
-            solvable = positive_definite(matrices)
-        elif solvable.any():
-            solvable[solvable] = positive_definite(matrices[solvable])
-        if solvable.all():
+        solvable[solvable] = positive_definite(matrices[solvable])
+        if solvable.all():  # the usual case: solve without copies
             steps = -np.linalg.solve(matrices, gradient[..., None])[..., 0]
         else:
             steps = np.full(gradient.shape, np.nan)
-            if solvable.any():
-                steps[solvable] = -np.linalg.solve(matrices[solvable], gradient[solvable][..., None])[..., 0]
+            steps[solvable] = -np.linalg.solve(matrices[solvable], gradient[solvable][..., None])[..., 0]
         return steps * np.minimum(1.0, MAX_STEP / np.linalg.norm(steps, axis=1))[:, None]
 
 
