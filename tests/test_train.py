@@ -57,6 +57,17 @@ def test_two_step_smoke_run_per_family(family: str, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 1
 
 
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_compiled_init_draws_exactly_the_parameters_of_init_params(family: str, tmp_path: Path) -> None:
+    """The init program is compiled at a lower LLVM level on CPU (faster to compile): the
+    parameters must still be those of the plainly compiled `init_params`, bit for bit."""
+    setup = _setup(family, steps=2, tmp_path=tmp_path)
+    compiled = programs_for(setup).init(np.int32(7), setup.schedules).params
+    plain = models.init_params(setup.dims, jax.random.key(7))
+    assert jax.tree.structure(compiled) == jax.tree.structure(plain)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(plain)))
+
+
 def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
     steps = 12
     reference = _setup("decoder", steps, tmp_path)
