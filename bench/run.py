@@ -1,6 +1,6 @@
 """The benchmark: every performance target of DESIGN.md section 7, measured in one process.
 
-    .venv/bin/python -m bench            # about 9-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
+    .venv/bin/python -m bench            # about 7-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
     .venv/bin/python -m bench --quick    # tiny sizes, few repeats: checks the benchmark runs
 
 Prints one table of ratios and writes it into BENCHMARKS.md between its `bench:begin` and
@@ -152,14 +152,14 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                  f"[{fit.reference_best:.3g}, {fit.reference_worst:.3g}]",
                  f"{fit.reference_s:.3f} s", "", ""))
     for label, seconds, target, ok in (
-        ("cold, empty persistent cache", fit.cold_s, "not slower", fit.cold_s <= fit.reference_s),
-        ("cold, persistent cache hit", fit.cold_cached_s, "not slower", fit.cold_cached_s <= fit.reference_s),
+        ("cold, a new process on a machine that never fitted", fit.cold_s, "not slower",
+         fit.cold_s <= fit.reference_s),
         ("warm", fit.warm_s, ">= 10x faster", fit.reference_s / fit.warm_s >= 10),
     ):
         rows.append((f"5. engine fit {label} ({seconds:.3f} s; objective {fit.objective:.6g}, "
                      f"{fit.agreeing_starts}/{fit.starts} starts agree, gradient {fit.gradient_norm:.1e})",
                      f"{fit.reference_s / seconds:.2f}x faster", target, _verdict(ok)))
-    rows.append((f"5. bootstrap, {fit.bootstrap_resamples} resamples: first call (compile) / second "
+    rows.append((f"5. bootstrap, {fit.bootstrap_resamples} resamples: first / second call "
                  f"({fit.bootstrap_unconverged} not converged in 300 steps)",
                  f"{fit.bootstrap_first_s:.2f} / {fit.bootstrap_second_s:.2f} s", "well under 60 s",
                  _verdict(fit.bootstrap_first_s < 30)))
