@@ -26,6 +26,7 @@ from engine.fit.law import (
     LawCoefficients,
     Normalisation,
     coefficients_from_theta,
+    loss_normalised,
     predict_loss,
     theta_from_coefficients,
 )
@@ -34,10 +35,14 @@ from engine.fit.objective import FitData, make_fit_data, mean_huber, scaled_obje
 from engine.fit.result import Diagnostics, FitResult, FitSettings, HoldoutCheck, StartRecord
 from engine.fit.selection import holdout_mask
 
-# Starts agree with the best when their objective is within this relative distance and their
-# log-coefficients within AGREEMENT_THETA (a 1e-4 relative change of every coefficient).
+# Starts agree with the best when their objective is within this relative distance and either
+# their log-coefficients within AGREEMENT_THETA (a 1e-4 relative change of every coefficient) or
+# their predictions for every fitted run within AGREEMENT_PREDICTION: the same fitted law, with a
+# coefficient the data cannot pin down (say c -> 0, or a_S and c_S traded off) ended elsewhere along
+# its flat direction. The report names such coefficients separately.
 AGREEMENT_OBJECTIVE = 1e-9
 AGREEMENT_THETA = 1e-4
+AGREEMENT_PREDICTION = 1e-6
 CONVERGED_GRADIENT = 1e-5  # on sum(Huber)/delta^2, whose value is of order (number of runs)
 
 
@@ -65,6 +70,15 @@ def _multistart(
     )
 
 
+def _same_predictions(thetas: np.ndarray, best: int, data: FitData, weights: np.ndarray) -> np.ndarray:
+    """(K,) whether each row's law predicts every fitted run within AGREEMENT_PREDICTION (relative)
+    of the best row's."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = loss_normalised(thetas, data.log_density, data.log_n, data.log_d)
+        gaps = np.abs(predictions - predictions[best]) / np.abs(predictions[best])
+        return np.max(np.where(weights > 0, gaps, 0.0), axis=1) <= AGREEMENT_PREDICTION
+
+
 def _diagnose(
     solution: BatchSolution, data: FitData, weights: np.ndarray, settings: FitSettings, free: np.ndarray
 ) -> tuple[int, Diagnostics]:
@@ -74,7 +88,7 @@ def _diagnose(
     floor = 1e-14 * settings.huber_delta**2
     close_objective = np.abs(objectives - objectives[best]) <= AGREEMENT_OBJECTIVE * objectives[best] + floor
     close_theta = np.max(np.abs(solution.theta - solution.theta[best]) * free, axis=1) <= AGREEMENT_THETA
-    agrees = close_objective & close_theta
+    agrees = close_objective & (close_theta | _same_predictions(solution.theta, best, data, weights))
     # Distinct end points: objective values more than 1e-6 relative apart.
     distinct: list[float] = []
     for value in np.sort(objectives[np.isfinite(objectives)]):

@@ -83,8 +83,9 @@ def diagnostics_blocks(fit: FitResult) -> list[Block]:
     eig = d.hessian_eigenvalues
     flattest = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(d.flattest_direction.items(), key=lambda kv: -abs(kv[1])) if abs(v) > 0.1)
     text = (
-        f"Verdict: **{d.verdict}**. {d.agreeing_starts} of {d.total_starts} random starts reached the best point "
-        f"(objective within 1e-9 relative, every coefficient within 1e-4 relative). Gradient norm at the best "
+        f"Verdict: **{d.verdict}**. {d.agreeing_starts} of {d.total_starts} random starts reached the best fit "
+        f"(objective within 1e-9 relative, and every coefficient within 1e-4 relative or every fitted run's "
+        f"prediction within 1e-6 relative). Gradient norm at the best "
         f"point: {d.best_gradient_norm:.2e} (of sum(Huber)/delta^2 with respect to the log-coefficients, whose "
         f"value there is {fit.objective * fit.rows_used / fit.settings.huber_delta**2:.4g}). "
         f"Distinct end points (mean Huber): {', '.join(f'{v:.6g}' for v in d.distinct_minima)}."
