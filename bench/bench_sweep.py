@@ -1,12 +1,12 @@
-"""Sweep efficiency and memory: the default sweep trained in-process by engine.sweep.train_sweep,
+"""Sweep efficiency and memory: the default sweep trained in-process by engine.study.sweep.train_sweep,
 with its time split into compile, data, checkpoint, eval, step and the rest.
 
 The engine is not edited for this: the bench wraps, for the duration of the sweep only,
-- engine.train.programs_for, so that each run's compiled train step is wrapped in a timer that
+- engine.training.loop.programs_for, so that each run's compiled train step is wrapped in a timer that
   blocks on each step's result (so a step's compute is charged to the step, not to whatever call
   happens to wait for it next; this removes the loop's overlap of data generation with compute,
   so the wall time is a little longer than an unmeasured sweep's);
-- the data source's batch() and eval_batches(), engine.train.evaluate, and CheckpointStore;
+- the data source's batch() and eval_batches(), engine.training.loop.evaluate, and CheckpointStore;
 - JAX's compile-duration events (tracing, lowering, XLA compile or persistent-cache load),
   charged to "compile" and taken out of the bucket they happened in.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import jax
 from rich.console import Console
 
-import engine.sweep
-import engine.train
+import engine.study.sweep
+import engine.training.loop
 from bench.timing import reset_peak_rss, rss_bytes
-from engine.plan import RunPlan, plan_experiment
+from engine.planning.plan import RunPlan, plan_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SWEEP = REPO / "experiments" / "vit_sweep.yaml"
@@ -104,7 +104,7 @@ class _TimedData:
 
 
 def _timed_store(clock: _Clock) -> type:
-    base = engine.train.CheckpointStore
+    base = engine.training.loop.CheckpointStore
 
     class TimedStore(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,15 +118,15 @@ def _timed_store(clock: _Clock) -> type:
 
 @contextmanager
 def instrumented(timing: SweepTiming) -> Iterator[None]:
-    """Patch engine.train / engine.sweep for one measured sweep, and undo it afterwards."""
+    """Patch engine.training.loop / engine.study.sweep for one measured sweep, and undo it afterwards."""
     clock = _Clock(timing)
-    saved = {(engine.train, "programs_for"): engine.train.programs_for,
-             (engine.train, "evaluate"): engine.train.evaluate,
-             (engine.train, "CheckpointStore"): engine.train.CheckpointStore,
-             (engine.sweep, "build_setup"): engine.sweep.build_setup,
-             (engine.sweep, "train_run"): engine.sweep.train_run}
-    build_setup, train_run = engine.sweep.build_setup, engine.sweep.train_run
-    programs_for = engine.train.programs_for
+    saved = {(engine.training.loop, "programs_for"): engine.training.loop.programs_for,
+             (engine.training.loop, "evaluate"): engine.training.loop.evaluate,
+             (engine.training.loop, "CheckpointStore"): engine.training.loop.CheckpointStore,
+             (engine.study.sweep, "build_setup"): engine.study.sweep.build_setup,
+             (engine.study.sweep, "train_run"): engine.study.sweep.train_run}
+    build_setup, train_run = engine.study.sweep.build_setup, engine.study.sweep.train_run
+    programs_for = engine.training.loop.programs_for
 
     def timed_programs(setup: Any) -> Any:
         programs = programs_for(setup)
@@ -146,11 +146,11 @@ def instrumented(timing: SweepTiming) -> Iterator[None]:
         timing.steps += outcome.steps - (outcome.resumed_from or 0)
         return outcome
 
-    engine.train.programs_for = timed_programs
-    engine.train.evaluate = clock.timed("eval", engine.train.evaluate)
-    engine.train.CheckpointStore = _timed_store(clock)
-    engine.sweep.build_setup = timed_build
-    engine.sweep.train_run = measured_run
+    engine.training.loop.programs_for = timed_programs
+    engine.training.loop.evaluate = clock.timed("eval", engine.training.loop.evaluate)
+    engine.training.loop.CheckpointStore = _timed_store(clock)
+    engine.study.sweep.build_setup = timed_build
+    engine.study.sweep.train_run = measured_run
     jax.monitoring.register_event_duration_secs_listener(clock.on_duration)
     jax.monitoring.register_event_listener(clock.on_event)
     try:
@@ -168,16 +168,16 @@ def sweep_runs(spec: Path, overrides: Sequence[str], output_dir: Path) -> list[R
 
 
 def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
-    """Train `runs` (none of them started) with engine.sweep.train_sweep, measured, as a fresh
+    """Train `runs` (none of them started) with engine.study.sweep.train_sweep, measured, as a fresh
     `engine run` process would: nothing compiled in memory (the persistent cache is left as is)."""
-    engine.train.forget_programs()  # and JAX's own caches
+    engine.training.loop.forget_programs()  # and JAX's own caches
     timing = SweepTiming()
     console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     reset_peak_rss()
     timing.rss_before = rss_bytes()[0]
     started = time.perf_counter()
     with instrumented(timing):
-        summary = engine.sweep.train_sweep(runs, sweep_dir, console)
+        summary = engine.study.sweep.train_sweep(runs, sweep_dir, console)
     timing.wall_s = time.perf_counter() - started
     timing.peak_rss = rss_bytes()[1]
     if summary.trained != len(runs):

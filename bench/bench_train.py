@@ -1,8 +1,8 @@
 """Train-step benchmarks: engine vs hand-written, masked sparse vs dense, mask updates, FLOP/s.
 
 Every step here is built the way `engine run` builds it: a spec (experiments/*.yaml with
-overrides) is planned by engine.plan and turned into a RunSetup by engine.build; the step is
-engine.train.train_step jitted exactly as engine.train.train_run jits it.
+overrides) is planned by engine.planning.plan and turned into a RunSetup by engine.training.build; the step is
+engine.training.loop.train_step jitted exactly as engine.training.loop.train_run jits it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 from bench import reference_step
 from bench.timing import interleaved_medians, matmul_flops, matmul_peak_flops
-from engine.build import build_setup
-from engine.plan import RunPlan, plan_experiment
+from engine.training.build import build_setup
+from engine.planning.plan import RunPlan, plan_experiment
 from engine.sparsity import compute_masks, sparsified_tree
 from engine.sparsity.masks import apply_masks
-from engine.parallel import replicate
-from engine.train import RunSetup, TrainState, initial_state, programs_for, train_step
+from engine.training.parallel import replicate
+from engine.training.loop import RunSetup, TrainState, initial_state, programs_for, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 VIT_SPEC = REPO / "experiments" / "vit_sweep.yaml"

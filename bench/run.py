@@ -64,7 +64,7 @@ def _use_private_compile_cache(directory: Path) -> Path | None:
     """The engine's persistent compilation cache settings, in a fresh directory."""
     os.environ["XDG_CACHE_HOME"] = str(directory)
     os.environ.pop("ENGINE_NO_COMPILE_CACHE", None)
-    from engine.compile_cache import enable_persistent_compile_cache
+    from engine.training.compile_cache import enable_persistent_compile_cache
 
     return enable_persistent_compile_cache()
 

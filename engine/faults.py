@@ -4,8 +4,8 @@ The reliability tests (tests/test_kill*.py, tests/test_reliability_*.py) need a 
 to die *inside* a checkpoint save or a results append, which a random SIGKILL hits only rarely.
 So the few places that write durable state call `reached(point)`, and an environment variable
 set by a test turns that call into a fault. Unset (always, outside tests) every hook is one
-dictionary lookup and changes nothing. Training itself (engine/train.py) has no hooks: a NaN is
-injected by wrapping the run's loss function from engine/sweep.py.
+dictionary lookup and changes nothing. Training itself (engine/training/loop.py) has no hooks: a NaN is
+injected by wrapping the run's loss function from engine/study/sweep.py.
 
     ENGINE_TEST_KILL_AT=POINT[:N]     SIGKILL this process the N-th time (default 1st) POINT is reached
     ENGINE_TEST_ENOSPC_AT=POINT[:N]   raise OSError(ENOSPC) there instead (a full disk)

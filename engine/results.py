@@ -37,7 +37,7 @@ ENGINE_COLUMNS = (
 RESULT_COLUMNS = CANONICAL_COLUMNS + ENGINE_COLUMNS
 
 RunState = Literal["running", "done", "failed"]
-STATUS_FILE = "status.json"  # read back by engine.plan.read_status
+STATUS_FILE = "status.json"  # read back by engine.planning.plan.read_status
 RESULTS_FILE = "results.jsonl"
 LOCK_FILE = ".results.lock"
 

@@ -3,8 +3,8 @@
 The paper scales only the hidden width (appendix A): depth, heads and the MLP ratio stay those of
 the base, d_model changes. A run's size is given either as a target number of non-zero weights
 (`nonzeros`, the engine picks d_model at the run's sparsity) or as a fixed `d_model`. The base
-shape maps field for field onto engine.sizing.ModelDims; resolving a spec into ModelDims is
-engine/plan.py's job.
+shape maps field for field onto engine.planning.sizing.ModelDims; resolving a spec into ModelDims is
+engine/planning/plan.py's job.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`optimizer:` Adafactor (the paper's, appendix A.1) or AdamW, and learning-rate schedules.
 
 Warmups are written in steps, cooldowns as fractions of the run, so that one optimizer block
-serves every training length of a sweep. engine/optim.py builds these.
+serves every training length of a sweep. engine/training/optim.py builds these.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ so the tests run this script in a fresh process. argv[1] is a JSON list of tasks
 {"run_dir": str, "overrides": [str]}; a task trains (or resumes) the run in run_dir through the
 engine's own build path. Prints one JSON line per task: {"resumed_from", "final_eval_loss",
 "metrics", "devices", "mesh", "process"}.
-A multi-host task joins jax.distributed from the environment first (engine.parallel).
+A multi-host task joins jax.distributed from the environment first (engine.training.parallel).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ SPEC = Path(__file__).parent / "fixtures" / "parallel" / "tiny_run.yaml"
 def train(run_dir: Path, overrides: list[str]) -> dict:
     import jax
 
-    from engine.build import build_setup
-    from engine.plan import plan_experiment
-    from engine.train import train_run
+    from engine.training.build import build_setup
+    from engine.planning.plan import plan_experiment
+    from engine.training.loop import train_run
 
     [run] = plan_experiment(SPEC, overrides)
     setup = build_setup(run)
@@ -37,7 +37,7 @@ def train(run_dir: Path, overrides: list[str]) -> dict:
 
 
 def main() -> None:
-    from engine.parallel import initialize_distributed
+    from engine.training.parallel import initialize_distributed
 
     initialize_distributed()
     for task in json.loads(sys.argv[1]):

@@ -7,9 +7,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import pytest
 
-from engine.build import build_inner_optimizer, build_schedule
+from engine.training.build import build_inner_optimizer, build_schedule
 from engine.errors import UserError
-from engine.plan import plan_experiment
+from engine.planning.plan import plan_experiment
 from engine.sparsity import DenseSchedule, GradualSchedule
 from spec.sparsity import GmpSchedule, SparsitySpec
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from engine.checkpoint import MANIFEST, CheckpointStore, abstract_like, verify_manifest
+from engine.training.checkpoint import MANIFEST, CheckpointStore, abstract_like, verify_manifest
 
 
 def _state(seed: int) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.commands.schema import SCHEMA_ID, schema_text
+from engine.cli.schema import SCHEMA_ID, schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"

@@ -1,9 +1,9 @@
-"""engine/costs.py: eq. 4 and its generalisation to any gradual schedule."""
+"""engine/planning/costs.py: eq. 4 and its generalisation to any gradual schedule."""
 
 import numpy as np
 import pytest
 
-from engine.costs import (
+from engine.planning.costs import (
     DENSE_COST_ALPHA,
     c_mul,
     c_mul_dense,

@@ -12,7 +12,7 @@ from engine.data import DataRepeatWarning, build_source
 from engine.data.corpus import copy_stdlib_corpus
 from engine.data.tokenizers import BYTE_OFFSET
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 DECODER = ModelDims("decoder", 32, 2, 16, 64, 2, vocab_size=259, seq_len=64)
 T5 = ModelDims("t5", 32, 2, 16, 64, 2, decoder_layers=2, vocab_size=300, seq_len=64, target_len=16)

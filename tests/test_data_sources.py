@@ -10,7 +10,7 @@ import pytest
 from engine.data import DataSource, SyntheticTokensSettings, build_source
 from engine.data.span_corruption import raw_length_for_inputs
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 VIT = ModelDims("vit", 32, 2, 16, 64, 2, image_size=16, patch_size=4, channels=3, num_classes=12)
 DECODER = ModelDims("decoder", 32, 2, 16, 64, 2, vocab_size=128, seq_len=64)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.executors import merge_summaries, worker_jobs
-from engine.executors.worker import train_one
-from engine.plan import plan_experiment
+from engine.study.executors import merge_summaries, worker_jobs
+from engine.study.executors.worker import train_one
+from engine.planning.plan import plan_experiment
 from engine.results import read_results
-from engine.sweep import SweepSummary
+from engine.study.sweep import SweepSummary
 
 # submitit configures logging handlers on sys.stdout/stderr when first imported; under pytest's
 # capture those are the capture's streams, closed after the test, which breaks pytest's teardown.

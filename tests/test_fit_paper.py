@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import read_results

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.law import predict_loss
 from engine.fit.sopt import (

@@ -66,7 +66,7 @@ def run_dirs(out: Path) -> list[Path]:
 def final_params(run_dir: Path) -> dict[str, np.ndarray]:
     import jax
 
-    from engine.checkpoint import CheckpointStore
+    from engine.training.checkpoint import CheckpointStore
 
     with CheckpointStore(run_dir / "checkpoints", keep=1000) as store:
         params = store.restore_params(STEPS)
@@ -87,7 +87,7 @@ def result_rows(out: Path) -> list[dict]:
 
 
 def assert_same_as_baseline(out: Path, baseline: Path) -> None:
-    from engine.checkpoint import CheckpointStore, verify_manifest
+    from engine.training.checkpoint import CheckpointStore, verify_manifest
 
     rows, expected = result_rows(out), result_rows(baseline)
     ids = [row["run_id"] for row in rows]

@@ -14,7 +14,7 @@ from flax import traverse_util
 
 from engine import models
 from engine.models.t5 import relative_position_bucket, shift_right
-from engine.sizing import ModelDims, param_shapes, scaled_dims, total_params
+from engine.planning.sizing import ModelDims, param_shapes, scaled_dims, total_params
 
 TINY = {
     "vit": ModelDims(

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from engine import optim
+from engine.training import optim
 from engine import sparsity as sp
 
 

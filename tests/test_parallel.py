@@ -24,7 +24,7 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
 from engine.errors import UserError
-from engine.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
+from engine.training.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning
 from spec.loading import check_file
 from spec.parallelism import MeshSpec, ParallelismSpec
@@ -91,7 +91,7 @@ def test_rules_that_do_not_fit_are_errors_before_training() -> None:
     one_device = ParallelismSpec()
     assert build_layout(one_device, params, batch_size=8, where="run x").batch_ways == 1
     layout = _abstract_layout(1, 4, [(".*kernel", PartitionSpec("fsdp"))])
-    from engine.parallel import param_spec
+    from engine.training.parallel import param_spec
 
     with pytest.raises(UserError, match=r"rules\[0\] .* splits dimension 0 of fc/kernel \(shape \[6, 4\]\) over fsdp=4"):
         param_spec("fc/kernel", (6, 4), layout, "run x")
@@ -178,10 +178,10 @@ def test_4_devices_same_losses_and_checkpoints_move_between_device_counts(refere
     assert _losses(resumed_on_1) == pytest.approx(expected, rel=FLOAT32_RTOL)
     # inspection reads the 4-device checkpoint's parameters onto this one device, exactly as a
     # full restore of the state with the model's target does
-    from engine.build import build_setup
-    from engine.plan import plan_experiment
-    from engine.checkpoint import read_params
-    from engine.train import final_params
+    from engine.training.build import build_setup
+    from engine.planning.plan import plan_experiment
+    from engine.training.checkpoint import read_params
+    from engine.training.loop import final_params
 
     inspected = read_params(tmp_path / "sharded" / "checkpoints" / "16")
     _, restored = final_params(tmp_path / "sharded", build_setup(plan_experiment(SPEC, [])[0]))

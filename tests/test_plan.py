@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserError
-from engine.plan import RunPlan, cost_multiplier, plan_experiment, read_status, source_settings, totals
+from engine.planning.plan import RunPlan, cost_multiplier, plan_experiment, read_status, source_settings, totals
 from spec.sparsity import SparsitySpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,7 +241,7 @@ def test_source_settings_fit_the_data_builders() -> None:
 
 def test_planning_imports_no_jax() -> None:
     code = (
-        "import sys; from engine.plan import plan_experiment; "
+        "import sys; from engine.planning.plan import plan_experiment; "
         "plan_experiment('experiments/paper/vit_jft.yaml'); print('jax' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

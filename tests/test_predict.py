@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.costs import pruning_cost_alpha
+from engine.planning.costs import pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.law import predict_loss
 from engine.fit.sopt import optimal_sparsity

@@ -17,13 +17,13 @@ import jax
 import numpy as np
 import pytest
 
-from engine.build import build_setup
+from engine.training.build import build_setup
 from engine.cli import main
 from engine.errors import UserError
-from engine.plan import plan_experiment
+from engine.planning.plan import plan_experiment
 from engine.results import read_results
 from engine.sparsity import sparsified_tree
-from engine.train import final_params, initial_state, train_run, train_step
+from engine.training.loop import final_params, initial_state, train_run, train_step
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"

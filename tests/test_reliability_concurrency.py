@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import claims
+from engine.study import claims
 from engine.results import read_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"

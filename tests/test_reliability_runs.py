@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.plan import plan_experiment
+from engine.planning.plan import plan_experiment
 from engine.results import append_result, read_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
@@ -245,7 +245,7 @@ def test_a_full_disk_is_one_clear_error_and_the_previous_checkpoint_survives(
     assert engine_run(tmp_path, *ONE_RUN) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
-    from engine.checkpoint import verify_manifest
+    from engine.training.checkpoint import verify_manifest
 
     checkpoints = only_run_dir(tmp_path) / "checkpoints"
     assert verify_manifest(checkpoints / str(kept_step)) is None  # the last complete one is whole
@@ -272,7 +272,7 @@ def test_a_real_full_filesystem_stops_with_the_previous_checkpoint_intact(tmp_pa
                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
         assert done.returncode == 1
         assert "checkpoint 8 not written: No space left on device" in done.stderr
-        from engine.checkpoint import verify_manifest
+        from engine.training.checkpoint import verify_manifest
 
         assert verify_manifest(only_run_dir(mount_point) / "checkpoints" / "4") is None
     finally:

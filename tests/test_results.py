@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from engine.plan import RunStatus, read_status
+from engine.planning.plan import RunStatus, read_status
 from engine.results import (
     RESULT_COLUMNS, append_result, read_results, write_status,
 )

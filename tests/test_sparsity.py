@@ -9,9 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from engine import models, optim
+from engine import models
+from engine.training import optim
 from engine import sparsity as sp
-from engine.sizing import ModelDims, nonzeros_at
+from engine.planning.sizing import ModelDims, nonzeros_at
 from engine.sparsity.pruning import _scheduled_keep, with_final_keep
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_masked_steps_keep_pruned_weights_exactly_zero(pattern: sp.Pattern, inne
 
 def test_realised_sparsity_matches_sizing_on_a_model() -> None:
     """At the end of the schedule each tensor keeps round((1 - S) size) weights, so the total is
-    engine.sizing.nonzeros_at, even at a sparsity where float32 rounding could drift."""
+    engine.planning.sizing.nonzeros_at, even at a sparsity where float32 rounding could drift."""
     dims = ModelDims(
         "decoder", d_model=12, num_heads=2, head_dim=6, mlp_dim=20, layers=1,
         vocab_size=32, seq_len=8,
@@ -293,7 +294,7 @@ def test_dense_schedule_keeps_everything() -> None:
 
 def test_schedules_traced_equal_eager_with_python_final_counts() -> None:
     """Traced targets keep the exact final counts: at 0.9, a 5-weight tensor keeps
-    round(0.49999999999999994) = 0 weights in float64 (engine.sizing's count), but the float32
+    round(0.49999999999999994) = 0 weights in float64 (engine.planning.sizing's count), but the float32
     product of a traced 0.9 is 0.50000012 and rounds to 1."""
     params = {"w": jnp.ones((5,)), "b": jnp.ones((3,))}
     sparsified = {"w": True, "b": False}

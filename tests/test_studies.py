@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.analysis import nm_refit_groups
+from engine.study.analysis import nm_refit_groups
 from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import table_from_arrays
@@ -111,7 +111,7 @@ def test_pretrained_rows_without_pretrain_data_are_named_and_the_rest_kept() -> 
 def test_pretrain_data_missing_from_results_is_taken_from_the_plan() -> None:
     from types import SimpleNamespace
 
-    from engine.analysis import with_pretrain_data
+    from engine.study.analysis import with_pretrain_data
 
     table = table_from_arrays(np.array([0.5, 0.0]), np.array([1e7, 2e7]), np.array([1e8, 1e8]), np.array([3.0, 2.9]),
                               {"init": ["pretrained", "scratch"], "run_id": ["a1", "b2"]})

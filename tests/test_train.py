@@ -12,13 +12,13 @@ import pytest
 
 from engine import models
 from engine.data import build_source
-from engine.optim import adafactor, constant_lr
-from engine.sizing import ModelDims
+from engine.training.optim import adafactor, constant_lr
+from engine.planning.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.sparsity.pruning import with_final_keep
-from engine.build import build_setup
-from engine.plan import RunPlan, plan_experiment
-from engine.train import RunDiverged, RunSetup, final_params, forget_programs, programs_for, train_run
+from engine.training.build import build_setup
+from engine.planning.plan import RunPlan, plan_experiment
+from engine.training.loop import RunDiverged, RunSetup, final_params, forget_programs, programs_for, train_run
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 TINY = {

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.commands import validate as validate_command
-from engine.validate_format import escape_data, escape_property, github_command, issue_record
+from engine.cli import validate as validate_command
+from engine.cli.validate_format import escape_data, escape_property, github_command, issue_record
 from spec.issues import Issue, Origin
 
 ROOT = Path(__file__).resolve().parent.parent

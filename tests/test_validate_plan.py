@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.commands.validate import check_paths
-from engine.validate_plan import REACH_FACTOR
+from engine.cli.validate import check_paths
+from engine.planning.checks import REACH_FACTOR
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = Path(__file__).parent / "fixtures" / "specs" / "plan"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.commands.schema import SCHEMA_ID, SCHEMA_TITLE, schema_text
+from engine.cli.schema import SCHEMA_ID, SCHEMA_TITLE, schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from engine.data.synthetic import (
     SyntheticTokens,
     SyntheticTokensSettings,
 )
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 SETTINGS_TYPES: dict[str, type] = {
     "synthetic_images": SyntheticImagesSettings,

@@ -21,7 +21,7 @@ from engine.data.finite import EpochOrder, OnExhausted, check_budget, hold_out
 from engine.data.layouts import EOS_ID, TokenLayout, token_layout
 from engine.data.tokenizers import make_tokenizer
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 DEFAULT_FILE_EVAL_FRACTION = 0.05
 DEFAULT_FILE_EVAL_BATCH_SIZE = 64

@@ -14,7 +14,7 @@ import numpy as np
 from engine.data.base import Batch
 from engine.data.span_corruption import EOS_ID, PAD_ID, SpanCounts, raw_length_for_inputs, span_corrupt
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 __all__ = ["EOS_ID", "PAD_ID", "TokenLayout", "token_layout"]
 

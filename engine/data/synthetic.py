@@ -28,7 +28,7 @@ from engine.data.layouts import TokenLayout, token_layout
 from engine.data.markov import MarkovSource, make_markov_source
 from engine.data.teacher import ImageTask, make_image_task
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 FIRST_SYMBOL_ID = 2  # synthetic symbols start above PAD = 0 and EOS = 1
 

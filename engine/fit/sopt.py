@@ -1,9 +1,9 @@
 """Compute-optimal analyses from a fitted law (paper sec. 3.3, eqs. 4-6, Figure 4).
 
-Cost model: C = k N D c_mul(S), with k = 6 (3 for encoder-decoder, engine/costs.py), N the
+Cost model: C = k N D c_mul(S), with k = 6 (3 for encoder-decoder, engine/planning/costs.py), N the
 non-zeros and c_mul(S) = alpha / (1 - S) + (1 - alpha): alpha = 1 for dense costs (training the
 dense base model of size N / (1 - S)), alpha = 0.375 for the paper's sparse costs (eq. 4; any
-gradual schedule has this form, engine.costs.pruning_cost_alpha). A sparse model at (N, C) sees
+gradual schedule has this form, engine.planning.costs.pruning_cost_alpha). A sparse model at (N, C) sees
 D_S = C / (k N c_mul(S)) examples.
 
 Derivation of S_opt (the extracted eq. 6 is garbled, so it is redone here). Write x = 1 - S and
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.costs import c_mul_from_alpha
+from engine.planning.costs import c_mul_from_alpha
 from engine.fit.law import LawCoefficients, predict_loss
 
 BISECTION_STEPS = 200

@@ -1,6 +1,6 @@
 """The three model families behind one interface: build, init, loss, metrics, dummy batch.
 
-Every family produces exactly the parameter tree engine.sizing.param_shapes(dims) describes
+Every family produces exactly the parameter tree engine.planning.sizing.param_shapes(dims) describes
 (under the 'params' collection; tests/test_models.py checks it). Batches are dicts of arrays:
 
   vit      {"images": f32 [B, image_size, image_size, channels], "labels": f32 [B, num_classes]}
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from engine.models import decoder, t5, vit
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 Array = jax.Array
 Params = Any  # the nested dict of the 'params' collection
@@ -68,7 +68,7 @@ def abstract_params(dims: ModelDims) -> Params:
     return jax.eval_shape(lambda: init_params(dims, jax.random.key(0)))
 
 
-# Cached: one function per shape, so the runs of a sweep share compiled programs (engine.train).
+# Cached: one function per shape, so the runs of a sweep share compiled programs (engine.training.loop).
 @functools.cache
 def metrics_fn(dims: ModelDims) -> Callable[[Params, Batch], dict[str, Array]]:
     """(params, batch) -> {"loss_sum": [B], "weight": [B]}: per-example summed loss and weight."""

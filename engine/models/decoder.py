@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from engine.models.layers import Attention, Mlp, causal_mask
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 Array = jax.Array
 

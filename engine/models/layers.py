@@ -1,4 +1,4 @@
-"""Building blocks shared by the model families, named as engine/sizing.py lays them out.
+"""Building blocks shared by the model families, named as engine/planning/sizing.py lays them out.
 
 Every sparsified weight is a 2-D Dense kernel (fan_in, fan_out): attention projections are plain
 Dense layers whose outputs are split into heads afterwards (not DenseGeneral with 3-D kernels), so

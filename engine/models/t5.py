@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from engine.models.layers import Attention, GatedMlp, causal_mask
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 Array = jax.Array
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from engine.models.layers import Attention, Mlp
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 Array = jax.Array
 

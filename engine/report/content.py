@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
@@ -26,7 +26,7 @@ def is_paper_t5(table: ResultsTable) -> bool:
 
 
 def flops_per_param_example(table: ResultsTable) -> float:
-    """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/costs.py)."""
+    """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/planning/costs.py)."""
     family = table.extra.get("family")
     if is_paper_t5(table) or (family and all(str(f).lower() == "t5" for f in family)):
         return 3.0

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 
-from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha  # noqa: E402
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha  # noqa: E402
 from engine.fit.io import ResultsTable  # noqa: E402
 from engine.fit.law import LawCoefficients, predict_loss  # noqa: E402
 from engine.fit.result import FitResult  # noqa: E402

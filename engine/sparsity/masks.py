@@ -1,7 +1,7 @@
 """Magnitude masks with exact kept counts: unstructured top-k and gradual n:m (Algorithm 1).
 
 A tensor of `size` weights at sparsity s keeps exactly round((1 - s) * size) weights, the rounding
-engine.sizing.nonzeros_at uses. Sorting a whole tensor is slow on CPU (about 0.6 s for a 768x3072
+engine.planning.sizing.nonzeros_at uses. Sorting a whole tensor is slow on CPU (about 0.6 s for a 768x3072
 kernel), so the k-th largest score is found by bisection on its float32 bit pattern instead: for
 non-negative floats the int32 bit pattern is monotone in the value, so 31 counting passes find the
 exact k-th largest value. Scores tied with it are kept in flat (row-major) index order, lowest
@@ -113,7 +113,7 @@ def magnitude_mask(weights: Array, keep: int | Array, pattern: Pattern) -> Array
 
 
 def path_name(path: tuple[Any, ...]) -> str:
-    """The '/'-joined name of a pytree path, as engine.sizing names parameters."""
+    """The '/'-joined name of a pytree path, as engine.planning.sizing names parameters."""
     return "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
 
 

@@ -4,7 +4,7 @@ Each update step:
   1. on the schedule's update steps only (lax.cond), recompute the masks from the current weights
      at the schedule's sparsity;
   2. run the inner optimizer, passing it the masks (`masks=` extra argument) so sparsity-aware
-     transforms (engine.optim) can tell pruned weights from kept ones;
+     transforms (engine.training.optim) can tell pruned weights from kept ones;
   3. replace the update of every pruned weight by -param, so params + updates is exactly zero
      there (x + (-x) == 0 in IEEE arithmetic) and untouched elsewhere.
 The params therefore stay exactly masked after every step, with no separate "apply masks" call
@@ -60,7 +60,7 @@ def with_final_keep(schedule: Schedule, params: PyTree, sparsified: PyTree) -> S
 
 def _scheduled_keep(size: int, schedule: Schedule, step: Array) -> Array:
     """round((1 - s) * size) in float32, except once the schedule is done: then the exact Python
-    count, so the final non-zeros match engine.sizing.nonzeros_at to the element."""
+    count, so the final non-zeros match engine.planning.sizing.nonzeros_at to the element."""
     running = jnp.round((1.0 - schedule.sparsity_at(step)) * size).astype(jnp.int32)
     if schedule.final_keep is not None:
         final = schedule.final_keep[size]

@@ -8,14 +8,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from engine.sizing import ModelDims, is_sparsified
+from engine.planning.sizing import ModelDims, is_sparsified
 from engine.sparsity.masks import NM, path_name
 
 PyTree = Any
 
 
 def sparsified_tree(params: PyTree, dims: ModelDims) -> PyTree:
-    """Python bools shaped like params: True for the tensors engine.sizing marks as sparsified."""
+    """Python bools shaped like params: True for the tensors engine.planning.sizing marks as sparsified."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     flags = [is_sparsified(path_name(path), dims) for path, _ in leaves]
     return jax.tree_util.tree_unflatten(treedef, flags)

@@ -3,7 +3,7 @@
 Each schedule says which sparsity the masks should have at a step (`sparsity_at`) and on which
 steps the masks are recomputed (`is_update_step`). `progress` in [0, 1] reaches 1 exactly when the
 schedule has arrived at its target; from then on the kept counts are the exact final ones
-(round((1 - S) * size), as engine.sizing.nonzeros_at counts them).
+(round((1 - S) * size), as engine.planning.sizing.nonzeros_at counts them).
 
 Schedules are pytrees of their numbers, so a run's schedule can enter the compiled step as arrays
 and runs of a sweep that differ only in length or sparsity share one program. Their checks run
@@ -37,7 +37,7 @@ def _pytree(cls: type) -> type:
     return jax.tree_util.register_dataclass(dataclass(frozen=True)(cls))
 
 
-# Weights kept per tensor size once the target is reached, counted in Python as engine.sizing
+# Weights kept per tensor size once the target is reached, counted in Python as engine.planning.sizing
 # counts them (a float32 count from a traced target can be one off); None: counted from a
 # plain-number target when needed.
 FinalKeep = Mapping[int, int] | None

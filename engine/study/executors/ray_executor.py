@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from engine.executors.worker import WorkerJob, train_one
+from engine.study.executors.worker import WorkerJob, train_one
 from spec.parallelism import WorkerResources
 
 
@@ -16,7 +16,7 @@ def run_on_ray(
     """Submit every job, wait for all; (summaries of the workers that returned, (run id, error)
     of those that raised). Connects to `address` (Ray's rules when None: RAY_ADDRESS, the latest
     cluster started on this machine, else a new local one)."""
-    from engine.executors import require
+    from engine.study.executors import require
 
     ray = require("ray", "ray")
     ray.init(address=address, log_to_driver=True, configure_logging=False)

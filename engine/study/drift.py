@@ -1,6 +1,6 @@
 """Spec drift: has a run's recipe changed since it started? Checked before a partial run resumes.
 
-A run id hashes the semantic spec (engine/plan.py run_id), so an edited spec is a new run. What
+A run id hashes the semantic spec (engine/planning/plan.py run_id), so an edited spec is a new run. What
 the id cannot see: the contents of data files named in the spec, and what an engine upgrade
 changes in the resolved spec or the model shape while the id stays the same. So <run>/spec.yaml
 records the resolved run (`run_record`) with a sha256 of every data file, and a run that resumes
@@ -22,11 +22,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from engine.plan import RunPlan
+from engine.planning.plan import RunPlan
 from spec.data import ImageArrays, SentencepieceTokenizer, TextFiles
 
 RECORD_FILE = "spec.yaml"
-# The spec sections that decide what a run computes, as engine/plan.py run_id hashes them; the
+# The spec sections that decide what a run computes, as engine/planning/plan.py run_id hashes them; the
 # rest (name, sweep, analysis, run policy, parallelism) changes where or how fast, not what.
 TRAINING_SECTIONS = ("model", "sparsity", "init", "optimizer", "data", "seed")
 PACKAGE = "sparse-scaling-engine"

@@ -2,9 +2,9 @@
 
 This is what `engine plan` prints and what training consumes:
 
-    from engine.plan import plan_experiment
+    from engine.planning.plan import plan_experiment
     for run in plan_experiment(Path("experiments/vit_sweep.yaml")):
-        run.dims            # engine.sizing.ModelDims: build the model from this
+        run.dims            # engine.planning.sizing.ModelDims: build the model from this
         run.spec.optimizer  # spec.optimizer.AdafactorOptimizer | AdamwOptimizer (learning_rate inside)
         run.spec.sparsity   # level, pattern, targets, schedule
         run.spec.data       # source, steps, batch_size, eval_every, on_exhausted
@@ -12,10 +12,10 @@ This is what `engine plan` prints and what training consumes:
                      run.batch_size, run.spec.data.source.seed, run.spec_dir, run.steps)
         run.run_dir         # <output_dir>/<name>/<run_id>/: status.json, checkpoints/, ...
 
-Pure Python over engine.sizing and engine.costs: no JAX import, no tracing, fast for the paper's
+Pure Python over engine.planning.sizing and engine.planning.costs: no JAX import, no tracing, fast for the paper's
 112-run grid. Conventions (DESIGN.md section 4): N (`nonzeros`) counts the non-zero weights of
 the sparsified layers only; D is examples for vit and tokens (seq_len per example) for t5 and
-decoder; FLOPs are 6 N D, 3 N D for the t5 encoder-decoder (engine/costs.py).
+decoder; FLOPs are 6 N D, 3 N D for the t5 encoder-decoder (engine/planning/costs.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from engine import costs, sizing
+from engine.planning import costs, sizing
 from engine.errors import UserError
 from engine.results import STATUS_FILE
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 from spec.data import DataSpec, ImageArrays, SentencepieceTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
 from spec.init import CheckpointSource, PretrainedInit, RunSource
@@ -39,7 +39,7 @@ from spec.model import PRESETS, DecoderModel, T5Model, VitModel
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
 RUN_ID_LENGTH = 12
-CHECKPOINT_MANIFEST = "manifest.sha256.json"  # engine.checkpoint.MANIFEST, named here without importing JAX
+CHECKPOINT_MANIFEST = "manifest.sha256.json"  # engine.training.checkpoint.MANIFEST, named here without importing JAX
 
 ModelSpec = VitModel | T5Model | DecoderModel
 
@@ -186,7 +186,7 @@ def base_fields(model: ModelSpec) -> dict[str, Any]:
 
 def model_dims(model: ModelSpec, sparsity: SparsitySpec) -> ModelDims:
     """The exact shape of a run's model: the base at the fixed d_model, or at the d_model whose
-    non-zero count at the run's sparsity is closest to `nonzeros` (engine.sizing.choose_d_model)."""
+    non-zero count at the run's sparsity is closest to `nonzeros` (engine.planning.sizing.choose_d_model)."""
     fields = base_fields(model)
     mlp_ratio = fields.pop("mlp_ratio")
     # head_dim and mlp_dim are placeholders here: scaled_dims sets them from d_model.

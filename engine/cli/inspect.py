@@ -14,7 +14,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from engine.errors import UserError
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from engine.checkpoint import CheckpointStore, read_params
+    from engine.training.checkpoint import CheckpointStore, read_params
     from engine.sparsity import NM, sparsified_tree, sparsity_report
 
     directory: Path = args.checkpoints

@@ -7,7 +7,7 @@
             executor where there is no SLURM)
 
 The scheduler does the placing. Each worker trains exactly one run through the same code as
-`local` (engine/executors/worker.py), so claims, resume, statuses and results.jsonl work as they
+`local` (engine/study/executors/worker.py), so claims, resume, statuses and results.jsonl work as they
 do for several `engine run` processes on one machine; the driver waits for every worker, then
 fits and reports from results.jsonl. Ray and submitit are optional extras, imported only here.
 """
@@ -24,8 +24,8 @@ from typing import Any
 from rich.console import Console
 
 from engine.errors import UserError
-from engine.executors.worker import WorkerJob
-from engine.plan import RunPlan
+from engine.study.executors.worker import WorkerJob
+from engine.planning.plan import RunPlan
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -87,8 +87,8 @@ def execute(
     executor: str, runs: list[RunPlan], spec: Path, overrides: list[str], console: Console,
     sweep_options: dict[str, Any], options: ExecutorOptions = ExecutorOptions(),
 ) -> Any:
-    """Train `runs` with the chosen executor; returns the merged engine.sweep.SweepSummary."""
-    from engine.sweep import SweepSummary, train_sweep
+    """Train `runs` with the chosen executor; returns the merged engine.study.sweep.SweepSummary."""
+    from engine.study.sweep import SweepSummary, train_sweep
 
     if executor == "local":
         check_layouts(runs)
@@ -97,11 +97,11 @@ def execute(
     jobs = worker_jobs(spec, overrides, runs, sweep_options)
     resources = [run.spec.parallelism.worker for run in runs]
     if executor == "ray":
-        from engine.executors.ray_executor import run_on_ray
+        from engine.study.executors.ray_executor import run_on_ray
 
         summaries, errors = run_on_ray(jobs, resources, options.ray_address, console)
     elif executor == "slurm":
-        from engine.executors.slurm_executor import run_on_slurm
+        from engine.study.executors.slurm_executor import run_on_slurm
 
         summaries, errors = run_on_slurm(jobs, resources, runs[0].run_dir.parent, options.slurm_options, console)
     else:
@@ -118,7 +118,7 @@ def check_layouts(runs: list[RunPlan]) -> None:
     """Sharded runs' meshes and rules fit this machine's devices and the models' shapes: one
     clear error before any run is claimed or trained. (Remote workers check their own devices.)"""
     from engine.models import abstract_params
-    from engine.parallel import build_layout
+    from engine.training.parallel import build_layout
     from spec.parallelism import ParallelismSpec
 
     default = ParallelismSpec()

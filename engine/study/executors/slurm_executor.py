@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from engine.errors import UserError
-from engine.executors.worker import WorkerJob, train_one
+from engine.study.executors.worker import WorkerJob, train_one
 from spec.parallelism import WorkerResources
 
 
@@ -36,7 +36,7 @@ def run_on_slurm(
     options: dict[str, Any], console: Console,
 ) -> tuple[list[Any], list[tuple[str, str]]]:
     """Submit the array, wait for every task; (summaries, (run id, error) of failed tasks)."""
-    from engine.executors import require
+    from engine.study.executors import require
 
     submitit = require("submitit", "slurm")
     options = dict(options)

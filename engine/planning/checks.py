@@ -1,13 +1,13 @@
 """`engine validate --plan`: what only expanding a valid spec's sweep into runs reveals.
 
-Each sweep point is planned (engine.plan, pure Python: no JAX, no tracing) and checked for
+Each sweep point is planned (engine.planning.plan, pure Python: no JAX, no tracing) and checked for
 - a `model.nonzeros` target no width reaches within a factor REACH_FACTOR at the point's
   sparsity (the narrowest model is already too big, or widths in steps of `width_multiple` are
   too coarse),
 - an n:m pattern whose group size m does not divide the fan_in (axis 0) of every sparsified
-  kernel (engine.sizing.param_shapes, the layout the models use),
+  kernel (engine.planning.sizing.param_shapes, the layout the models use),
 - two sweep points that are the same run (same run id, e.g. two sizes that resolve to one width),
-- an `init: pretrained` source that cannot be resolved (engine.plan.resolve_source: the source
+- an `init: pretrained` source that cannot be resolved (engine.planning.plan.resolve_source: the source
   spec is missing or invalid, or `where` selects no run or several).
 Each problem is located at the YAML node that sets the field for that point: the value in the
 sweep's list when the field is swept, the field itself otherwise (in an `extends` base if that is
@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine import sizing
+from engine.planning import sizing
 from engine.errors import UserError
-from engine.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
-from engine.sizing import ModelDims
+from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
+from engine.planning.sizing import ModelDims
 from spec.experiment import ExperimentSpec
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.validate_format import FORMATS, render
-from engine.validate_plan import plan_issues
+from engine.cli.validate_format import FORMATS, render
+from engine.planning.checks import plan_issues
 from spec.issues import Issue, Origin
 from spec.loading import check_file, is_base
 

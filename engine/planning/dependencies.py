@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.plan import RunPlan, plan_experiment
+from engine.planning.plan import RunPlan, plan_experiment
 from spec.analysis import SpecFitSource
 
-FIT_FILE = Path("report") / "fit.json"  # where `engine run` writes a sweep's fit (engine.analysis)
+FIT_FILE = Path("report") / "fit.json"  # where `engine run` writes a sweep's fit (engine.study.analysis)
 
 
 @dataclass(frozen=True)

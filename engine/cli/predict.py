@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.costs import DENSE_COST_ALPHA, pruning_cost_alpha
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.errors import UserError
 from engine.fit.law import LawCoefficients, predict_loss
 from engine.fit.result import load_coefficients

@@ -15,8 +15,8 @@ from rich.console import Console
 from ruamel.yaml import YAML
 
 from engine.errors import UserError
-from engine.executors import EXECUTORS, ExecutorOptions, execute, select_run_ids
-from engine.plan import RunPlan, plan_experiment
+from engine.study.executors import EXECUTORS, ExecutorOptions, execute, select_run_ids
+from engine.planning.plan import RunPlan, plan_experiment
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; run the same command again
 
@@ -84,8 +84,8 @@ def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.compile_cache import enable_persistent_compile_cache
-    from engine.parallel import initialize_distributed
+    from engine.training.compile_cache import enable_persistent_compile_cache
+    from engine.training.parallel import initialize_distributed
 
     initialize_distributed()  # a multi-host run joins its cluster before any other JAX call
     enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
@@ -99,8 +99,8 @@ def run_spec(
 ) -> int:
     """Train what `path` lacks, then fit and report. Dependencies (other specs this one's runs or
     analyses need) are trained first with --with-deps, else named in a clear stop."""
-    from engine.analysis import analyse
-    from engine.sweep import is_primary, write_plan
+    from engine.study.analysis import analyse
+    from engine.study.sweep import is_primary, write_plan
 
     runs = plan_experiment(path, overrides)
     selected = select_runs(runs, only)
@@ -159,7 +159,7 @@ def ensure_dependencies(
 ) -> int:
     """Every spec `runs` need has what they need: trained now (--with-deps) or a UserError saying
     which command to run. Returns 0, or the exit code of a dependency's run that did not finish."""
-    from engine.dependencies import dependencies_of
+    from engine.planning.dependencies import dependencies_of
 
     unmet = [(dep, problem) for dep in dependencies_of(runs, analysis=not args.no_report)
              if (problem := dep.unmet()) is not None]
@@ -189,6 +189,6 @@ def check_pretrained_sources(runs: list[RunPlan]) -> None:
     """Each pretrained run's source checkpoint exists, is whole and fits the model: one clear error
     before anything is written, rather than a failure halfway through the sweep."""
     from engine.models import abstract_params
-    from engine.pretrained import check_run_sources
+    from engine.training.pretrained import check_run_sources
 
     check_run_sources(runs, lambda run: abstract_params(run.dims))

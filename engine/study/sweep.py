@@ -4,10 +4,10 @@ Runs are independent: each one resumes from its own checkpoints, records its sta
 one row to the sweep's results when it finishes. A finished run is never trained again.
 
 Per run, in order (RELIABILITY.md says what each step promises):
-1. claim it (engine/claims.py): a run held by a live process is skipped, a dead holder's claim
+1. claim it (engine/study/claims.py): a run held by a live process is skipped, a dead holder's claim
    is taken over; the status is read again under the claim (another process may have finished it);
-2. before any run trains, partial runs are checked for spec drift (engine/drift.py);
-3. train (engine/train.py); a NaN/inf loss marks the run failed with its step and reason and the
+2. before any run trains, partial runs are checked for spec drift (engine/study/drift.py);
+3. train (engine/training/loop.py); a NaN/inf loss marks the run failed with its step and reason and the
    sweep continues or stops per `run.failure_policy`;
 4. append the result (engine/results.py, once per run id), then mark the run done.
 A disk error (full, unwritable) stops the sweep with one clear line; the last complete checkpoint
@@ -32,13 +32,14 @@ from rich.progress import (
 )
 from ruamel.yaml import YAML
 
-from engine import claims, faults
-from engine.build import build_setup
-from engine.drift import drift, run_record
+from engine import faults
+from engine.study import claims
+from engine.training.build import build_setup
+from engine.study.drift import drift, run_record
 from engine.errors import UserError
-from engine.plan import RunPlan, read_status
+from engine.planning.plan import RunPlan, read_status
 from engine.results import append_result, atomic_write_text, warn, write_status
-from engine.train import RunDiverged, RunPreempted, RunSetup, train_run
+from engine.training.loop import RunDiverged, RunPreempted, RunSetup, train_run
 
 
 @dataclass
@@ -70,7 +71,7 @@ def result_row(run: RunPlan, loss: float, wall_s: float) -> dict:
 
 def write_run_spec(run: RunPlan) -> None:
     """<run>/spec.yaml: the resolved spec of this run and its data files' hashes, for the record
-    and for drift checks (engine/drift.py)."""
+    and for drift checks (engine/study/drift.py)."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     yaml.default_flow_style = False

@@ -13,7 +13,7 @@ from engine.errors import UserError
 from engine.fit.io import ResultsTable
 from engine.fit.law import LawCoefficients
 from engine.fit.result import FitSettings
-from engine.plan import RunPlan, plan_experiment
+from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import read_results
 from spec.analysis import FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
 
@@ -79,7 +79,7 @@ def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, swee
 
 def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:
     """The fitted law another spec's `engine run` wrote (or a fit.json file), and where it is."""
-    from engine.dependencies import fit_file
+    from engine.planning.dependencies import fit_file
     from engine.fit.result import load_coefficients
 
     if isinstance(source, SpecFitSource):
@@ -96,7 +96,7 @@ def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) 
 def _nm_refit(analysis, table: ResultsTable, spec_dir: Path, report_dir: Path) -> list:
     """Table 3 from this sweep's n:m results, the dense law the spec names and that spec's dense
     runs (S = 0 has no pattern: the same runs belong to every pattern's law)."""
-    from engine.dependencies import fit_file
+    from engine.planning.dependencies import fit_file
     from engine.fit import read_results as read_table
     from engine.report.studies import nm_refit_blocks
 

@@ -1,4 +1,4 @@
-"""The `engine` command line: a thin dispatcher over engine/commands/*.
+"""The `engine` command line: a thin dispatcher over engine/cli/*.
 
 Every subcommand module exposes `register(subparsers)` (adds its parser) and `run(args) -> int`
 (the exit code). User errors are raised as `UserError` and printed as one line, never a traceback.
@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"engine.commands.{name}")
+            module = importlib.import_module(f"engine.cli.{name}")
         except ModuleNotFoundError as missing:
-            if missing.name != f"engine.commands.{name}":
+            if missing.name != f"engine.cli.{name}":
                 raise
             continue  # a subcommand not built yet is simply not offered
         module.register(subparsers)

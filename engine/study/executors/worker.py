@@ -1,6 +1,6 @@
 """What one scheduled worker does: plan the sweep again and train exactly one run of it.
 
-The worker takes the same path as `engine run` on this machine (engine.sweep.train_sweep on a
+The worker takes the same path as `engine run` on this machine (engine.study.sweep.train_sweep on a
 one-run selection): it claims the run, resumes it from its checkpoints, writes its status and
 appends its row to the sweep's results.jsonl. The driver only waits and then reads results.
 """
@@ -24,13 +24,13 @@ class WorkerJob:
 
 
 def train_one(job: WorkerJob) -> Any:
-    """Train the run `job.run_id`; returns its engine.sweep.SweepSummary (trained, skipped,
+    """Train the run `job.run_id`; returns its engine.study.sweep.SweepSummary (trained, skipped,
     failed, ...). Runs in the worker process: imports JAX there, not in the driver."""
     from rich.console import Console
 
-    from engine.compile_cache import enable_persistent_compile_cache
-    from engine.plan import plan_experiment
-    from engine.sweep import train_sweep
+    from engine.training.compile_cache import enable_persistent_compile_cache
+    from engine.planning.plan import plan_experiment
+    from engine.study.sweep import train_sweep
 
     enable_persistent_compile_cache()
     runs = [run for run in plan_experiment(job.spec, list(job.overrides)) if run.run_id == job.run_id]

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.dependencies import dependencies_of
-from engine.plan import RunPlan, plan_experiment, totals
+from engine.planning.dependencies import dependencies_of
+from engine.planning.plan import RunPlan, plan_experiment, totals
 from spec.issues import SpecError
 
 

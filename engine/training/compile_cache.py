@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache for training runs.
 
 Runs of a sweep that share shapes reuse each other's compiled programs within a process
-(engine/train.py); the persistent cache also gives a later `engine run` (or a remote worker) the
+(engine/training/loop.py); the persistent cache also gives a later `engine run` (or a remote worker) the
 compiled code of every shape met before, so it only traces. Used only if the user has not
 configured a cache directory; off with ENGINE_NO_COMPILE_CACHE=1. Location:
 $XDG_CACHE_HOME/sparse-scaling-engine/jax (default ~/.cache/...).

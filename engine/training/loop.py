@@ -1,6 +1,6 @@
 """One run's training: a pure jitted step inside one readable loop, with Orbax checkpoints.
 
-The loop knows nothing of specs: engine/build.py turns a planned run into a `RunSetup` (model
+The loop knows nothing of specs: engine/training/build.py turns a planned run into a `RunSetup` (model
 shape, loss, optimizer with its pruning wrapper, data source, budget), and this module trains it.
 Determinism: the batch at step k depends only on the data seed and k, parameters only on the run
 seed, so a run resumed from its checkpoint at step k continues bit-identically.
@@ -24,15 +24,15 @@ import numpy as np
 import optax
 from threadpoolctl import threadpool_limits
 
-from engine.checkpoint import CheckpointStore
+from engine.training.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
-from engine.parallel import (
+from engine.training.parallel import (
     Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
     step_batch, with_shardings,
 )
 from engine.results import write_status
-from engine.sizing import ModelDims
+from engine.planning.sizing import ModelDims
 
 
 PyTree = Any
@@ -64,9 +64,9 @@ class RunSetup:
     log_every: int = 10
     # Where parameters start: None draws them from `seed`; `init: pretrained` loads a source's.
     load_params: Callable[[], Params] | None = None
-    # Which devices hold what (engine/parallel.py); by default the first device holds everything.
+    # Which devices hold what (engine/training/parallel.py); by default the first device holds everything.
     layout: Layout = field(default_factory=single_device_layout)
-    # The optimizer's argument: this run's learning-rate and sparsity schedules (engine/build.py).
+    # The optimizer's argument: this run's learning-rate and sparsity schedules (engine/training/build.py).
     schedules: PyTree = None
 
 

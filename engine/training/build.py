@@ -16,20 +16,20 @@ from engine import models
 from engine.data import DataSource, build_source
 from engine.models import Batch
 from engine.errors import UserError
-from engine.optim import (
+from engine.training.optim import (
     LearningRateSchedule, adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr,
     warmup_constant_cooldown_lr,
 )
-from engine.parallel import build_layout
-from engine.plan import RunPlan, gmp_steps, schedule_problem, source_settings
-from engine.pretrained import check_source, load_params as load_source_params
+from engine.training.parallel import build_layout
+from engine.planning.plan import RunPlan, gmp_steps, schedule_problem, source_settings
+from engine.training.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
     NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
     masked_pruning, sparsified_tree,
 )
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
-from engine.train import RunSetup
+from engine.training.loop import RunSetup
 from spec.optimizer import (
     AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
     WarmupConstantCooldownRate,
@@ -86,7 +86,7 @@ class RunSchedules:
 class OptimizerRecipe:
     """A run's optimizer with its schedules left out: called with the run's (traced)
     `RunSchedules` it builds the optax transformation. Hashable and compared by value, so every
-    run of a sweep with the same recipe shares one compiled step (engine.train.programs_for)."""
+    run of a sweep with the same recipe shares one compiled step (engine.training.loop.programs_for)."""
 
     spec: OptimizerSpec  # its learning_rate cleared: the schedule's numbers are RunSchedules'
     pattern: Pattern
@@ -152,7 +152,7 @@ class ContinuedData:
 
 
 def build_setup(run: RunPlan) -> RunSetup:
-    """Everything `engine.train.train_run` needs for this planned run."""
+    """Everything `engine.training.loop.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
     dims = run.dims
     params_shape = models.abstract_params(dims)

@@ -14,9 +14,9 @@ from typing import Any
 
 import jax
 
-from engine.checkpoint import STATE_ITEM, restore_params_into, saved_params_metadata, verify_manifest
+from engine.training.checkpoint import STATE_ITEM, restore_params_into, saved_params_metadata, verify_manifest
 from engine.errors import UserError
-from engine.plan import PretrainedSource, RunPlan
+from engine.planning.plan import PretrainedSource, RunPlan
 
 
 

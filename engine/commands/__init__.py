@@ -1,1 +1,0 @@
-"""One module per `engine` subcommand; each exposes `register(subparsers)` and `run(args) -> int`."""
