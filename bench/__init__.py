@@ -1,2 +1,2 @@
-"""Performance benchmarks of the engine (DESIGN.md section 7): `python -m bench` from the repository
+"""Performance benchmarks of the engine: `python -m bench` from the repository
 root measures everything in one process and writes BENCHMARKS.md."""

@@ -1,6 +1,6 @@
 """Fitting benchmark: the reference notebook's procedure vs `engine fit`, side by side, one process.
 
-Reference (DESIGN.md section 4): scipy BFGS with default tolerances and numerical (finite
+Reference (docs/science.md): scipy BFGS with default tolerances and numerical (finite
 difference) gradients, minimising the *mean* Huber loss (delta 1e-3 on log L) in the notebook's
 normalisation (N / 1e6, D / 1e5 steps), from 25 uniform random starts in [0, 1]^7.
 Ours: `fit_law` with 25 starts (bootstrap and held-out check off, so the same work): cold, in a new

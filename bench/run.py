@@ -1,4 +1,4 @@
-"""The benchmark: every performance target of DESIGN.md section 7, measured in one process.
+"""The benchmark: every performance target of BENCHMARKS.md, measured in one process.
 
     .venv/bin/python -m bench            # about 7-15 minutes on 2 shared cores; rewrites BENCHMARKS.md
     .venv/bin/python -m bench --quick    # tiny sizes, few repeats: checks the benchmark runs

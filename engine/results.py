@@ -1,4 +1,4 @@
-"""Where a sweep's results live on disk (DESIGN.md section 3), written so a kill never tears them.
+"""Where a sweep's results live on disk (docs/outputs.md), written so a kill never tears them.
 
 runs/<spec name>/results.jsonl   one JSON line per finished run: appended, flushed and fsynced
 runs/<spec name>/results.csv     rebuilt from results.jsonl after every append (atomic replace)
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from engine import faults
 
-# The law's inputs first (what `engine fit` reads), then what the engine adds (DESIGN.md section 3).
+# The law's inputs first (what `engine fit` reads), then what the engine adds (docs/outputs.md).
 CANONICAL_COLUMNS = ("sparsity", "nonzeros", "data", "loss")
 ENGINE_COLUMNS = (
     "run_id", "family", "pattern", "dense_params", "d_model", "steps", "batch_size",

@@ -1,4 +1,4 @@
-"""`analysis:` what is computed from a sweep's results (DESIGN.md sections 2 and 4).
+"""`analysis:` what is computed from a sweep's results (docs/spec-reference.md, docs/science.md).
 
 Plain settings; the fitting and reporting code implements the math. The law is eq. 1/3:
 L(S, N, D) = (a_S (1-S)^b_S + c_S) N^-b_N + (a_D / D)^b_D + c.

@@ -1,4 +1,4 @@
-"""`data:` where examples come from and how many are used (DESIGN.md section 2).
+"""`data:` where examples come from and how many are used (docs/spec-reference.md).
 
 The budget has exactly one unit: `steps` at `batch_size` examples per step. D is reported by the
 planner in examples (vit) or tokens (t5 and decoder: seq_len tokens per example, the paper's

@@ -1,4 +1,4 @@
-"""`init:` where a run's weights start (DESIGN.md section 2).
+"""`init:` where a run's weights start (docs/spec-reference.md).
 
 `pretrained` loads parameters only: optimizer state and masks start fresh and the run has its own
 schedule clock (the paper prunes a pretrained model immediately, over 5.6% of the pretraining

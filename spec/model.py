@@ -1,4 +1,4 @@
-"""`model:` the family, its base shape, and how its size is set (DESIGN.md section 2).
+"""`model:` the family, its base shape, and how its size is set (docs/spec-reference.md).
 
 The paper scales only the hidden width (appendix A): depth, heads and the MLP ratio stay those of
 the base, d_model changes. A run's size is given either as a target number of non-zero weights

@@ -1,4 +1,4 @@
-"""`sparsity:` how much, in what pattern, where, and on which schedule (DESIGN.md section 2).
+"""`sparsity:` how much, in what pattern, where, and on which schedule (docs/spec-reference.md).
 
 The level S is the final fraction of zeros in every sparsified tensor. An n:m pattern keeps n of
 every m consecutive weights along a kernel's fan_in, so its level is not free: 1 - n/m. It may be

@@ -1,4 +1,4 @@
-"""`sweep:` grid (product) and zip axes over dotted field paths (DESIGN.md section 2).
+"""`sweep:` grid (product) and zip axes over dotted field paths (docs/spec-reference.md).
 
 Points = product(grid axes) x zip rows, in the order written (the last grid axis varies fastest).
 Every point is the spec with the point's values set at their paths, validated as a concrete run.

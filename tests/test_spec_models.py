@@ -1,4 +1,4 @@
-"""The spec models: closed, described, and checking the rules of DESIGN.md section 2."""
+"""The spec models: closed, described, and checking the rules of docs/spec-reference.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""YAML reading: the four YAML 1.1 traps of DESIGN.md section 2, positions, and what is refused."""
+"""YAML reading: the four YAML 1.1 traps of docs/spec-reference.md, positions, and what is refused."""
 
 from __future__ import annotations
 

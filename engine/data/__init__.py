@@ -1,4 +1,4 @@
-"""Deterministic, step-indexed data for training runs (DESIGN.md sections 2 and 6).
+"""Deterministic, step-indexed data for training runs (docs/spec-reference.md, RELIABILITY.md).
 
 `build_source` turns a spec's data source into a `DataSource`; every batch depends only on the
 data seed and the step, so resumed runs see exactly the batches an uninterrupted run would.

@@ -1,6 +1,6 @@
 """Reading a results table (CSV or JSONL) into canonical columns, with one clear error per problem.
 
-Canonical columns (DESIGN.md section 3): sparsity, nonzeros (N), data (D), loss. Other names are
+Canonical columns (docs/outputs.md): sparsity, nonzeros (N), data (D), loss. Other names are
 mapped with `columns={"loss": "val-loss", ...}`. Extra columns are kept as strings or numbers
 (steps, init, pretrain_data, ...). Rows whose `init` column says `pretrained` are not used by the
 law fit (the law is about from-scratch training); they feed the Table 4 analysis.

@@ -47,7 +47,7 @@ SECTION_3_3_FIFTY_PERCENT = {
     "t5_c4": {"sparse_costs_below": 3.0, "dense_costs_about": 70.0},
 }
 
-# Units of the paper's T5 sweep (DESIGN.md section 4).
+# Units of the paper's T5 sweep (docs/science.md).
 T5_BASE_NONZEROS = 24 * 12 * 768**2  # sparsified weights of t5-base at scale 1
 T5_TOKENS_PER_STEP = 128 * 512  # batch 128 x 512 tokens
 T5_EXTRAPOLATION = {"sparsity": 0.75, "nonzeros": 48 * 12 * 1024**2, "steps": 500_000}

@@ -1,6 +1,6 @@
 """What a fit produces (`FitResult`) and its fit.json form, plus reading coefficients back.
 
-fit.json (DESIGN.md section 3): coefficients in paper units at full precision (repr floats), the
+fit.json (docs/outputs.md): coefficients in paper units at full precision (repr floats), the
 objective (mean Huber, Table 7's Error), convergence diagnostics, bootstrap intervals (and the
 bootstrap samples themselves, so `engine predict` can give intervals for any query), gains, the
 held-out check and provenance.

@@ -13,7 +13,7 @@ This is what `engine plan` prints and what training consumes:
         run.run_dir         # <output_dir>/<name>/<run_id>/: status.json, checkpoints/, ...
 
 Pure Python over engine.planning.sizing and engine.planning.costs: no JAX import, no tracing, fast for the paper's
-112-run grid. Conventions (DESIGN.md section 4): N (`nonzeros`) counts the non-zero weights of
+112-run grid. Conventions (docs/science.md): N (`nonzeros`) counts the non-zero weights of
 the sparsified layers only; D is examples for vit and tokens (seq_len per example) for t5 and
 decoder; FLOPs are 6 N D, 3 N D for the t5 encoder-decoder (engine/planning/costs.py).
 """
@@ -507,7 +507,7 @@ def continued_from(source: PretrainedSource, data_per_step: int) -> int:
 
 
 def _per_example(dims: ModelDims) -> int:
-    """D per example: tokens for language models, 1 image for vit (DESIGN.md section 4)."""
+    """D per example: tokens for language models, 1 image for vit (docs/science.md)."""
     return dims.seq_len if dims.family in ("t5", "decoder") else 1
 
 

@@ -2,7 +2,7 @@
 
 Orbax commits a step atomically (a kill mid-save leaves a tmp directory, cleaned up on the next
 start), but it keeps no content checksum: a flipped bit restores silently with wrong values and a
-truncated metadata file leaves an unrestorable step listed as latest (DESIGN.md section 6). So once
+truncated metadata file leaves an unrestorable step listed as latest (RELIABILITY.md). So once
 a save has committed we hash every file of the step into `<step>/manifest.sha256.json`, and on
 restore we walk back from the newest step to the first one whose files verify and that restores.
 Every step skipped is reported on stderr (`warning: checkpoint step 16 of ... is unusable (...)`),

@@ -89,7 +89,7 @@ class RunPreempted(Exception):
 
 class _SigtermFlag:
     """Turns SIGTERM into a flag the loop checks between steps (Orbax's own preemption check
-    needs jax.distributed; on one host we handle the signal ourselves, DESIGN.md section 6)."""
+    needs jax.distributed; on one host we handle the signal ourselves, RELIABILITY.md)."""
 
     def __init__(self) -> None:
         self.raised = False
