@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 from engine.fit import paper
 from engine.fit.bootstrap import run_bootstrap
 from engine.fit.fitting import fit_law
-from engine.fit.io import ResultsTable, read_results
+from engine.fit.io import ResultsTable, read_table
 from engine.fit.law import Normalisation, theta_from_coefficients
 from engine.fit.objective import make_fit_data
 from engine.fit.result import FitSettings
@@ -48,8 +48,8 @@ def t5_table() -> tuple[ResultsTable, str]:
         with tempfile.TemporaryDirectory() as directory:
             canonical = Path(directory) / "t5.csv"
             paper.write_canonical_csv(paper.canonical_t5_rows(SHARED_T5), canonical)
-            return read_results(canonical), "../shared/data/t5-data.csv"
-    return read_results(CANONICAL_T5), "experiments/data/t5_c4_paper.csv"
+            return read_table(canonical), "../shared/data/t5-data.csv"
+    return read_table(CANONICAL_T5), "experiments/data/t5_c4_paper.csv"
 
 
 def reference_fit(

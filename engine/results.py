@@ -84,7 +84,8 @@ def write_status(
 
 
 def parse_results(path: Path, text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The well-formed rows of a results.jsonl text, and one `file:line: problem` per bad line."""
+    """The JSON-object lines of a results.jsonl text, and one `file:line: problem` per bad line.
+    The one parser of results lines: a sweep skips bad lines (sweep_rows), `engine fit` refuses them."""
     rows, problems = [], []
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
@@ -93,20 +94,21 @@ def parse_results(path: Path, text: str) -> tuple[list[dict[str, Any]], list[str
         unterminated = number == len(lines)  # text after the last newline: an append was cut
         try:
             row = json.loads(line)
-        except ValueError as error:
-            what = "incomplete last line (an append cut short)" if unterminated else f"not JSON ({error})"
-            problems.append(f"{path}:{number}: {what}; skipped: {line[:60]!r}")
+        except (ValueError, RecursionError) as error:
+            what = "incomplete last line (an append cut short)" if unterminated else "not valid JSON"
+            detail = "nested too deeply" if isinstance(error, RecursionError) else getattr(error, "msg", error)
+            problems.append(f"{path}:{number}: {what} ({detail}): {line[:60]!r}")
             continue
         if not isinstance(row, dict):
-            problems.append(f"{path}:{number}: not a JSON object; skipped: {line[:60]!r}")
+            problems.append(f"{path}:{number}: not a JSON object: {line[:60]!r}")
             continue
         rows.append(row)
     return rows, problems
 
 
-def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every well-formed row of results.jsonl. A torn or garbled line is skipped and reported
-    once per process on stderr with its file:line (the file itself is not changed)."""
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every well-formed row of a sweep's results.jsonl. A torn or garbled line is skipped and
+    reported once per process on stderr with its file:line (the file itself is not changed)."""
     path = sweep_dir / RESULTS_FILE
     if not path.is_file():
         return []
@@ -114,7 +116,7 @@ def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
     for problem in problems:
         if problem not in _reported:
             _reported.add(problem)
-            warn(problem)
+            warn(f"{problem}; skipped")
     return rows
 
 
@@ -170,7 +172,7 @@ def append_result(sweep_dir: Path, row: dict[str, Any]) -> bool:
         path = sweep_dir / RESULTS_FILE
         if path.is_file():
             _drop_torn_tail(path)
-        if any(existing.get("run_id") == row["run_id"] for existing in read_results(sweep_dir)):
+        if any(existing.get("run_id") == row["run_id"] for existing in sweep_rows(sweep_dir)):
             return False
         _write_line(path, (json.dumps(row) + "\n").encode("utf-8"))
         write_results_csv(sweep_dir)
@@ -178,7 +180,7 @@ def append_result(sweep_dir: Path, row: dict[str, Any]) -> bool:
 
 
 def write_results_csv(sweep_dir: Path) -> None:
-    rows = read_results(sweep_dir)
+    rows = sweep_rows(sweep_dir)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
     writer.writeheader()

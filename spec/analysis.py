@@ -41,7 +41,7 @@ Holdout = Annotated[NoHoldout | LargestNonzerosHoldout | RunsHoldout, Field(disc
 class FitSettings(SpecModel):
     """How the law is fitted: Huber loss (Hoffmann et al.) minimised from several starts, with
     coefficients kept positive, then bootstrap intervals. The paper uses delta 1e-3 on log L for
-    T5 and delta 1e-2 on L for ViT."""
+    T5 and delta 1e-2 on L for ViT. These defaults are also `engine fit`'s."""
 
     huber_delta: float = Field(default=1e-3, gt=0, description="Huber loss threshold.")
     log_loss: bool = Field(default=True, description="Fit log L instead of L.")
@@ -49,7 +49,8 @@ class FitSettings(SpecModel):
     seed: int = Field(default=0, description="Seed for the starting points and the bootstrap.")
     bootstrap: int = Field(default=1000, ge=0, description="Bootstrap resamples for coefficient intervals; 0 for none.")
     holdout: Holdout = Field(
-        default_factory=lambda: NoHoldout(kind="none"), description="Runs left out of the fit to measure prediction error."
+        default_factory=lambda: LargestNonzerosHoldout(kind="largest_nonzeros"),
+        description="Runs left out of the fit to measure prediction error (default: the largest size).",
     )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import pytest
 
-from engine.training.build import build_inner_optimizer, build_schedule
+from engine.training.build import build_schedule
+from helpers import build_inner_optimizer
 from engine.errors import UserError
 from engine.planning.plan import plan_experiment
 from engine.sparsity import DenseSchedule, GradualSchedule

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from engine.training.checkpoint import MANIFEST, CheckpointStore, abstract_like, verify_manifest
+from engine.training.checkpoint import MANIFEST, CheckpointStore, verify_manifest
+from helpers import abstract_like
 
 
 def _state(seed: int) -> dict:

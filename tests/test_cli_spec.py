@@ -156,3 +156,31 @@ def test_plan_with_override(capsys: pytest.CaptureFixture[str]) -> None:
     document = json.loads(out)
     assert code == 0 and len(document["runs"]) == 4 * 3
     assert {run["steps"] for run in document["runs"]} == {10}
+
+
+def test_a_subcommand_that_fails_to_import_stops_the_cli_with_its_name(monkeypatch, capsys) -> None:
+    import importlib
+
+    import engine.cli
+
+    real_import = importlib.import_module
+
+    def broken(name: str, *args: object):
+        if name == "engine.cli.predict":
+            raise ImportError("No module named 'missing_dependency'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(engine.cli.importlib, "import_module", broken)
+    assert engine.cli.main(["validate", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert "the `predict` command cannot be loaded" in err and "missing_dependency" in err
+
+
+def test_version(capsys) -> None:
+    import engine
+    import engine.cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        engine.cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"engine {engine.__version__}"

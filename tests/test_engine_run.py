@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.results import read_results
+from engine.results import sweep_rows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 
@@ -20,7 +20,7 @@ def _run(spec: str, out: Path, *extra: str) -> int:
 
 def test_run_trains_once_then_does_no_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _run("tiny_vit.yaml", tmp_path) == 0
-    rows = read_results(tmp_path / "tiny_vit")
+    rows = sweep_rows(tmp_path / "tiny_vit")
     assert len(rows) == 4 and all(row["steps"] == 16 for row in rows)
     statuses = [json.loads(p.read_text())["state"] for p in (tmp_path / "tiny_vit").glob("*/status.json")]
     assert statuses == ["done"] * 4
@@ -29,7 +29,7 @@ def test_run_trains_once_then_does_no_work(tmp_path: Path, capsys: pytest.Captur
     capsys.readouterr()
     assert _run("tiny_vit.yaml", tmp_path) == 0
     assert "trained 0, skipped 4" in capsys.readouterr().err
-    assert len(read_results(tmp_path / "tiny_vit")) == 4
+    assert len(sweep_rows(tmp_path / "tiny_vit")) == 4
     touched = [p for p, t in mtimes.items() if p.name != "plan.json" and p.stat().st_mtime_ns != t]
     assert touched == []
 
@@ -101,5 +101,5 @@ def test_sigterm_saves_a_checkpoint_and_exits_resumable(tmp_path: Path) -> None:
     resumed = subprocess.run(command, capture_output=True, timeout=600,
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    rows = read_results(tmp_path / "tiny_vit")
+    rows = sweep_rows(tmp_path / "tiny_vit")
     assert len(rows) == 1 and rows[0]["steps"] == 4000

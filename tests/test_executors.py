@@ -16,7 +16,7 @@ from engine.cli import main
 from engine.study.executors import merge_summaries, worker_jobs
 from engine.study.executors.worker import train_one
 from engine.planning.plan import plan_experiment
-from engine.results import read_results
+from engine.results import sweep_rows
 from engine.study.sweep import SweepSummary
 
 # submitit configures logging handlers on sys.stdout/stderr when first imported; under pytest's
@@ -32,7 +32,7 @@ def _run(out: Path, *extra: str) -> int:
 
 
 def _losses(out: Path) -> dict[str, float]:
-    return {row["run_id"]: row["loss"] for row in read_results(out / NAME)}
+    return {row["run_id"]: row["loss"] for row in sweep_rows(out / NAME)}
 
 
 def _csv_run_ids(out: Path) -> list[str]:
@@ -79,7 +79,7 @@ def test_results_merge_without_loss_when_workers_finish_out_of_order(local: dict
     finish_order = [jobs[2], jobs[0], jobs[1]]  # not the plan's order
     summaries = [train_one(job) for job in finish_order]
     assert merge_summaries(summaries, SweepSummary()).trained == 3
-    rows = read_results(tmp_path / NAME)
+    rows = sweep_rows(tmp_path / NAME)
     assert [row["run_id"] for row in rows] == [job.run_id for job in finish_order]
     assert {row["run_id"]: row["loss"] for row in rows} == local
     # the driver's view afterwards: every run done, nothing trained again

@@ -8,7 +8,7 @@ import pytest
 
 from engine.fit import paper
 from engine.fit.fitting import _diagnose, fit_law, objective_at
-from engine.fit.io import read_results, table_from_arrays
+from engine.fit.io import read_table, table_from_arrays
 from engine.fit.law import LawCoefficients, Normalisation, coefficients_from_theta, predict_loss, theta_from_coefficients
 from engine.fit.multistart import BatchSolution
 from engine.fit.objective import make_fit_data
@@ -23,7 +23,7 @@ T5_SETTINGS = FitSettings(**paper.T5_HUBER, starts=25, bootstrap=40, seed=0)
 
 @pytest.fixture(scope="module")
 def t5_fit():
-    table = read_results(T5)
+    table = read_table(T5)
     return table, fit_law(table, T5_SETTINGS)
 
 
@@ -89,7 +89,7 @@ SYNTHETIC_LAW = LawCoefficients(a_S=30.0, b_S=0.9, c_S=60.0, b_N=0.3, a_D=2e8, b
 
 def _two_starts(second: LawCoefficients, objectives: tuple[float, float], first: LawCoefficients = SYNTHETIC_LAW):
     """Diagnostics of two starts that ended at `first` and `second` with these mean Huber values."""
-    table = read_results(SYNTHETIC, {"loss": "val-loss"})
+    table = read_table(SYNTHETIC, {"loss": "val-loss"})
     norm = Normalisation.for_data(table.nonzeros, table.data)
     data = make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm)
     thetas = np.stack([theta_from_coefficients(first, norm), theta_from_coefficients(second, norm)])
@@ -142,7 +142,7 @@ def test_pretrained_data_equivalence_round_trip() -> None:
 
 @pytest.mark.slow
 def test_full_bootstrap_on_t5() -> None:
-    fit = fit_law(read_results(T5), FitSettings(**paper.T5_HUBER, bootstrap=1000))
+    fit = fit_law(read_table(T5), FitSettings(**paper.T5_HUBER, bootstrap=1000))
     assert fit.bootstrap_samples.shape == (1000, 7)
     assert fit.bootstrap_seconds < 60.0
     low, high = fit.intervals()["b_N"]

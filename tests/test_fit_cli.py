@@ -88,3 +88,16 @@ def test_jsonl_input(tmp_path: Path, capsys) -> None:
     out = tmp_path / "fit"
     assert main(["fit", str(SYNTHETIC_JSONL), "--bootstrap", "0", "--starts", "8", "--no-report", "--out", str(out)]) == 0
     assert json.loads((out / "fit.json").read_text())["rows_used"] == 36
+
+
+def test_fit_flags_default_to_the_spec_fit_settings() -> None:
+    """One source of fit defaults: `engine fit` without flags fits as a spec without `fit:` does."""
+    from engine.cli import build_parser
+    from spec.analysis import FitSettings as FitSettingsSpec
+
+    spec = FitSettingsSpec()
+    args = build_parser().parse_args(["fit", "results.csv"])
+    assert (args.huber_delta, args.log_loss, args.starts, args.seed, args.bootstrap) == (
+        spec.huber_delta, spec.log_loss, spec.starts, spec.seed, spec.bootstrap)
+    assert args.holdout == spec.holdout.kind.replace("_", "-")
+    assert build_parser().parse_args(["fit", "results.csv", "--no-log-loss"]).log_loss is False

@@ -9,7 +9,7 @@ import pytest
 from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.gains import gain
-from engine.fit.io import read_results
+from engine.fit.io import read_table
 from engine.fit.sopt import chinchilla_data, chinchilla_multiple, optimal_sparsity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def test_canonical_t5_copy_rebuilds_from_the_raw_csv(tmp_path: Path) -> None:
 
 
 def test_canonical_t5_units_and_fingerprint() -> None:
-    table = read_results(CANONICAL_T5)
+    table = read_table(CANONICAL_T5)
     assert len(table) == 48
     steps = table.numeric_column("steps")
     assert np.allclose(table.data, steps * 65_536)

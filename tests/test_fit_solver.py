@@ -13,7 +13,7 @@ import pytest
 
 from engine.fit import multistart, newton, paper
 from engine.fit.fitting import fit_law
-from engine.fit.io import read_results
+from engine.fit.io import read_table
 from engine.fit.law import LawCoefficients, Normalisation, loss_normalised, theta_from_coefficients
 from engine.fit.objective import FitData, make_fit_data, mean_huber, scaled_objective_derivatives
 from engine.fit.result import FitSettings
@@ -28,7 +28,7 @@ EARLIER_T5_OBJECTIVE = 4.880116594656039e-06
 
 
 def _t5_data() -> tuple[FitData, np.ndarray, Normalisation]:
-    table = read_results(T5)
+    table = read_table(T5)
     norm = Normalisation.for_data(table.nonzeros, table.data)
     return make_fit_data(table.sparsity, table.nonzeros, table.data, table.loss, norm), table.loss, norm
 
@@ -117,7 +117,7 @@ def test_newton_minimises_a_batch_of_quadratics_independently() -> None:
 
 def test_t5_fit_reaches_the_earlier_solvers_minimum() -> None:
     """The same objective to rounding, and the same coefficients."""
-    fit = fit_law(read_results(T5), FitSettings(**paper.T5_HUBER, starts=25, bootstrap=0, holdout="none", seed=0))
+    fit = fit_law(read_table(T5), FitSettings(**paper.T5_HUBER, starts=25, bootstrap=0, holdout="none", seed=0))
     assert fit.objective == pytest.approx(EARLIER_T5_OBJECTIVE, rel=1e-12)
     for name, value in EARLIER_T5_MINIMUM.as_dict().items():
         assert getattr(fit.coefficients, name) == pytest.approx(value, rel=1e-9), name

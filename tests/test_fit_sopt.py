@@ -13,8 +13,8 @@ from engine.fit.sopt import (
     chinchilla_nonzeros,
     contour_compute,
     optimal_sparsity,
-    optimal_sparsity_numerical,
 )
+from helpers import optimal_sparsity_numerical
 
 LAWS = [paper.VIT_JFT, paper.T5_C4, paper.T5_C4_NM]
 ALPHAS = [DENSE_COST_ALPHA, pruning_cost_alpha(), pruning_cost_alpha(0.0, 1.0), 0.05]

@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 
 from engine.cli import main
 from engine.errors import UserError
-from engine.fit.io import read_results
+from engine.fit.io import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(
@@ -233,7 +233,7 @@ def table_property(table_settings: settings, fit_valid_tables: bool):
         fit = ["fit", str(path), *columns, "--starts", "2", "--bootstrap", "0", "--no-report",
                "--holdout", "none", "--out", str(tmp_path / "fit")]
         try:
-            table = read_results(path, {"loss": "val-loss"} if columns else None)
+            table = read_table(path, {"loss": "val-loss"} if columns else None)
         except UserError as error:
             assert str(error).startswith(str(path))  # names the file (and the line, per row)
             check_answer(fit, (1, 2), capsys)

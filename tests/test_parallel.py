@@ -181,7 +181,7 @@ def test_4_devices_same_losses_and_checkpoints_move_between_device_counts(refere
     from engine.training.build import build_setup
     from engine.planning.plan import plan_experiment
     from engine.training.checkpoint import read_params
-    from engine.training.loop import final_params
+    from helpers import final_params
 
     inspected = read_params(tmp_path / "sharded" / "checkpoints" / "16")
     _, restored = final_params(tmp_path / "sharded", build_setup(plan_experiment(SPEC, [])[0]))

@@ -43,9 +43,9 @@ def test_predict_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_predict_intervals_from_a_bootstrapped_fit(tmp_path: Path, capsys) -> None:
-    from engine.fit import FitSettings, fit_law, read_results
+    from engine.fit import FitSettings, fit_law, read_table
 
-    table = read_results(Path(__file__).resolve().parent / "fixtures" / "results" / "synthetic.jsonl")
+    table = read_table(Path(__file__).resolve().parent / "fixtures" / "results" / "synthetic.jsonl")
     fit = fit_law(table, FitSettings(huber_delta=1e-3, log_loss=True, bootstrap=30, holdout="none"))
     fit.write(tmp_path / "fit.json")
     assert main(["predict", str(tmp_path / "fit.json"), "--at", "0.5,1e8,1e10", "--sopt", "1e8,1e20", "--json"]) == 0

@@ -21,9 +21,10 @@ from engine.training.build import build_setup
 from engine.cli import main
 from engine.errors import UserError
 from engine.planning.plan import plan_experiment
-from engine.results import read_results
+from engine.results import sweep_rows
 from engine.sparsity import sparsified_tree
-from engine.training.loop import final_params, initial_state, train_run, train_step
+from engine.training.loop import initial_state, train_run, train_step
+from helpers import final_params
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
@@ -60,8 +61,8 @@ def _source(run):
 def test_missing_source_stops_with_the_command_then_with_deps_trains_it_first(here, capsys) -> None:
     assert here.stop_code == 1 and here.written_after_stop == []  # nothing of either sweep written
     assert here.deps_code == 0
-    source_rows = read_results(here.dir / "runs" / "tiny_vit")
-    pruned_rows = read_results(here.dir / "runs" / "tiny_prune")
+    source_rows = sweep_rows(here.dir / "runs" / "tiny_vit")
+    pruned_rows = sweep_rows(here.dir / "runs" / "tiny_prune")
     assert len(source_rows) == 4 and len(pruned_rows) == 1
     source = next(r for r in source_rows if r["sparsity"] == 0 and r["nonzeros"] == 1152)
     assert pruned_rows[0]["source_run_id"] == source["run_id"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.study import claims
-from engine.results import read_results
+from engine.results import sweep_rows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 
@@ -121,7 +121,7 @@ def test_two_engine_runs_on_one_sweep_train_each_run_exactly_once(tmp_path: Path
         assert process.returncode == 0, err[-2000:]
         assert "Traceback" not in err
     sweep = tmp_path / "tiny_vit"
-    rows = read_results(sweep)
+    rows = sweep_rows(sweep)
     assert len(rows) == 4 and len({row["run_id"] for row in rows}) == 4
     for run_dir in (p for p in sweep.iterdir() if p.is_dir()):
         starts = (run_dir / claims.ATTEMPTS_FILE).read_text().splitlines()

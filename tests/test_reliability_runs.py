@@ -14,7 +14,7 @@ import pytest
 
 from engine.cli import main
 from engine.planning.plan import plan_experiment
-from engine.results import append_result, read_results
+from engine.results import append_result, sweep_rows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 ONE_RUN = ["--only", "model.nonzeros=1000", "--only", "sparsity.level=0.875",
@@ -92,10 +92,10 @@ def test_a_garbled_results_line_is_reported_with_its_line_and_the_rest_kept(
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], '{"run_id": "x", "loss": 1.0 oops', lines[1]]) + "\n")
     capsys.readouterr()
-    assert [row["run_id"] for row in read_results(tmp_path)] == ["a", "b"]
-    assert f"{path}:2: not JSON" in capsys.readouterr().err
+    assert [row["run_id"] for row in sweep_rows(tmp_path)] == ["a", "b"]
+    assert f"{path}:2: not valid JSON" in capsys.readouterr().err
     append_result(tmp_path, {"run_id": "c", "sparsity": 0.5, "nonzeros": 10, "data": 5, "loss": 1.0})
-    assert [row["run_id"] for row in read_results(tmp_path)] == ["a", "b", "c"]
+    assert [row["run_id"] for row in sweep_rows(tmp_path)] == ["a", "b", "c"]
     assert path.read_text().splitlines()[1] == '{"run_id": "x", "loss": 1.0 oops'  # kept as found
 
 
@@ -113,7 +113,7 @@ def test_an_injected_nan_fails_the_run_the_sweep_continues_and_a_retry_succeeds(
     sweep = tmp_path / "tiny_vit"
     assert status(sweep / first) == {"state": "failed", "step": 6, "reason": "loss is nan at step 6"}
     assert status(sweep / second)["state"] == "done"  # failure_policy: continue
-    assert [row["run_id"] for row in read_results(sweep)] == [second]
+    assert [row["run_id"] for row in sweep_rows(sweep)] == [second]
 
     assert engine_run(tmp_path, *TWO_RUNS) == 0  # a failed run is not retried by default
     assert "trained 0" in capsys.readouterr().err
@@ -121,10 +121,10 @@ def test_an_injected_nan_fails_the_run_the_sweep_continues_and_a_retry_succeeds(
     monkeypatch.delenv("ENGINE_TEST_NAN_AT")
     assert engine_run(tmp_path, *TWO_RUNS, "--retry-failed") == 0
     assert status(sweep / first)["state"] == "done"
-    retried = {row["run_id"]: row["loss"] for row in read_results(sweep)}
+    retried = {row["run_id"]: row["loss"] for row in sweep_rows(sweep)}
     # The retry resumed from step 4 (saved before the NaN) and ends where a clean run ends.
     assert engine_run(tmp_path / "clean", *TWO_RUNS) == 0
-    clean = {row["run_id"]: row["loss"] for row in read_results(tmp_path / "clean" / "tiny_vit")}
+    clean = {row["run_id"]: row["loss"] for row in sweep_rows(tmp_path / "clean" / "tiny_vit")}
     assert retried == clean
 
 

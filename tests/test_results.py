@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.planning.plan import RunStatus, read_status
 from engine.results import (
-    RESULT_COLUMNS, append_result, read_results, write_status,
+    RESULT_COLUMNS, append_result, sweep_rows, write_status,
 )
 
 
@@ -18,7 +18,7 @@ def _row(run_id: str, loss: float) -> dict:
 def test_append_writes_jsonl_and_csv(tmp_path: Path) -> None:
     append_result(tmp_path, _row("a", 1.5))
     append_result(tmp_path, _row("b", 1.25))
-    assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "b"]
+    assert [r["run_id"] for r in sweep_rows(tmp_path)] == ["a", "b"]
     with open(tmp_path / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0].keys()) == list(RESULT_COLUMNS)
@@ -28,7 +28,7 @@ def test_append_writes_jsonl_and_csv(tmp_path: Path) -> None:
 def test_a_run_is_recorded_once(tmp_path: Path) -> None:
     append_result(tmp_path, _row("a", 1.5))
     append_result(tmp_path, _row("a", 9.0))
-    assert [r["loss"] for r in read_results(tmp_path)] == [1.5]
+    assert [r["loss"] for r in sweep_rows(tmp_path)] == [1.5]
 
 
 def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_row(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_row(tmp_path: P
     with open(tmp_path / "results.jsonl", "a") as handle:
         handle.write('{"run_id": "b", "los')  # killed mid-write
     append_result(tmp_path, _row("c", 1.0))
-    assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "c"]
+    assert [r["run_id"] for r in sweep_rows(tmp_path)] == ["a", "c"]
 
 
 def test_written_status_is_what_plan_reads(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, spars
 from engine.sparsity.pruning import with_final_keep
 from engine.training.build import build_setup
 from engine.planning.plan import RunPlan, plan_experiment
-from engine.training.loop import RunDiverged, RunSetup, final_params, forget_programs, programs_for, train_run
+from engine.training.loop import RunDiverged, RunSetup, forget_programs, programs_for, train_run
+from helpers import final_params
 from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 TINY = {

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from engine import __version__
 from engine.errors import UserError
 from spec.issues import SpecError
 
@@ -17,25 +18,33 @@ from spec.issues import SpecError
 COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report")
 
 
+class BrokenCommand(Exception):
+    """A subcommand's module failed to import: the installation is broken, which is never silent."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine",
         description="Sparse scaling-law experiments: validate, plan, train, fit and report.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"engine.cli.{name}")
-        except ModuleNotFoundError as missing:
-            if missing.name != f"engine.cli.{name}":
-                raise
-            continue  # a subcommand not built yet is simply not offered
+        except ImportError as error:
+            raise BrokenCommand(f"the `{name}` command cannot be loaded ({error.__class__.__name__}: {error}); "
+                                "reinstall the engine (pip install -e .)") from error
         module.register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except BrokenCommand as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
@@ -52,7 +61,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.fit.fitting import fit_law
-from engine.fit.io import parse_column_map, read_results
+from engine.fit.io import parse_column_map, read_table
 from engine.fit.law import COEFFICIENT_NAMES
 from engine.fit.result import FitResult, FitSettings, load_coefficients
-from engine.fit.selection import DEFAULT_HOLDOUT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,12 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("results", type=Path, help="results table (.csv or .jsonl)")
     parser.add_argument("--columns", default=None, help="map canonical names to yours: loss=val-loss,data=tokens")
-    parser.add_argument("--huber-delta", type=float, default=FitSettings.huber_delta, help="Huber delta (default 0.01; the paper's T5 fit: 1e-3 with --log-loss)")
-    parser.add_argument("--log-loss", action="store_true", help="Huber loss on log L instead of L")
-    parser.add_argument("--starts", type=int, default=FitSettings.starts, help="random starts (default 25)")
-    parser.add_argument("--seed", type=int, default=FitSettings.seed)
-    parser.add_argument("--bootstrap", type=int, default=FitSettings.bootstrap, help="bootstrap resamples (default 1000; 0: none)")
-    parser.add_argument("--holdout", default=DEFAULT_HOLDOUT, help="runs to hold out for the check: largest-nonzeros (default), none, or COLUMN OP NUMBER[,...]")
+    # Defaults are the spec's `analysis.fit` defaults (FitSettings): one place for both.
+    defaults = FitSettings()
+    parser.add_argument("--huber-delta", type=float, default=defaults.huber_delta,
+                        help=f"Huber delta (default {defaults.huber_delta:g}; the paper's ViT fit: 0.01 with --no-log-loss)")
+    parser.add_argument("--log-loss", action=argparse.BooleanOptionalAction, default=defaults.log_loss,
+                        help=f"Huber loss on log L, or on L with --no-log-loss (default: {'log L' if defaults.log_loss else 'L'})")
+    parser.add_argument("--starts", type=int, default=defaults.starts, help=f"random starts (default {defaults.starts})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the starts and the bootstrap (default {defaults.seed})")
+    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap,
+                        help=f"bootstrap resamples (default {defaults.bootstrap}; 0: none)")
+    parser.add_argument("--holdout", default=defaults.holdout,
+                        help=f"runs to hold out for the check: largest-nonzeros, none, or COLUMN OP NUMBER[,...] (default {defaults.holdout})")
     parser.add_argument("--freeze-dense", type=Path, default=None, metavar="FIT.json", help="fit only a_S, b_S, c_S; take b_N, a_D, b_D, c from this fit (n:m refit)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: fit/ next to RESULTS)")
     parser.add_argument("--no-report", action="store_true", help="write fit.json only")
@@ -55,7 +60,7 @@ def summary_lines(result: FitResult) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     columns = parse_column_map(args.columns)
-    table = read_results(args.results, columns)
+    table = read_table(args.results, columns)
     frozen = None
     if args.freeze_dense is not None:
         frozen = load_coefficients(args.freeze_dense).coefficients

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.fit.fitting import fit_law
-from engine.fit.io import read_results
+from engine.fit.io import read_table
 from engine.fit.result import FitSettings, fit_result_from_json
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if results is None:
             raise UserError(f"{fit_json}: its results table {source} is not found")
         columns = document.get("settings", {}).get("columns") or {}
-        table = read_results(results, columns)
+        table = read_table(results, columns)
         result = fit_result_from_json(document)
         out_dir = args.out or fit_json.parent
         write_report(out_dir, result, table, write_fit_json=out_dir != fit_json.parent)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         results = directory / "results.csv"
         if not results.is_file():
             raise UserError(f"{directory}: neither fit.json nor results.csv found")
-        table = read_results(results)
+        table = read_table(results)
         result = fit_law(table, FitSettings())
         out_dir = args.out or directory / "report"
         write_report(out_dir, result, table)

@@ -77,12 +77,3 @@ def check_eval_sizes(eval_examples: int, eval_batch_size: int) -> None:
         raise ValueError(
             f"eval_examples ({eval_examples}) must be a multiple of eval_batch_size ({eval_batch_size})"
         )
-
-
-def split_batch(batch: Batch, batch_size: int) -> list[Batch]:
-    """Cut one large batch along axis 0 into consecutive batches of `batch_size`."""
-    total = len(next(iter(batch.values())))
-    return [
-        {key: value[start : start + batch_size] for key, value in batch.items()}
-        for start in range(0, total, batch_size)
-    ]

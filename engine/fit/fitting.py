@@ -1,7 +1,7 @@
 """`fit_law`: the whole fit of a results table (multi-start, diagnostics, held-out check, bootstrap).
 
-    from engine.fit import fit_law, FitSettings, read_results
-    table = read_results(Path("runs/vit_sweep/results.csv"))
+    from engine.fit import fit_law, FitSettings, read_table
+    table = read_table(Path("runs/vit_sweep/results.csv"))
     result = fit_law(table, FitSettings(huber_delta=1e-3, log_loss=True))
     result.write(Path("runs/vit_sweep/report/fit.json"))
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import UserError
-
-CANONICAL_COLUMNS: tuple[str, ...] = ("sparsity", "nonzeros", "data", "loss")
+from engine.results import CANONICAL_COLUMNS, parse_results
 
 
 @dataclass(frozen=True)
@@ -95,19 +93,9 @@ def _read_rows(path: Path) -> list[dict[str, object]]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read results table ({error.__class__.__name__}: {error})") from error
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            except RecursionError:
-                raise UserError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: each line must be a JSON object")
-            rows.append(row)
+        rows, problems = parse_results(path, text)  # the same reader as a sweep's results.jsonl
+        if problems:  # a table given to `engine fit` is read strictly: the first problem stops it
+            raise UserError(problems[0])
         return rows
     return _read_csv(path, text)
 
@@ -126,7 +114,7 @@ def _read_csv(path: Path, text: str) -> list[dict[str, object]]:
         raise UserError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
-def read_results(path: Path, columns: dict[str, str] | None = None) -> ResultsTable:
+def read_table(path: Path, columns: dict[str, str] | None = None) -> ResultsTable:
     """Read and validate a results table; raises UserError naming the file, row and column."""
     columns = columns or {}
     rows = _read_rows(path)

@@ -17,7 +17,6 @@ against JAX's).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -220,13 +219,3 @@ def loss_hessian_from_sums(factor_sums: np.ndarray) -> np.ndarray:
     (K, factors, 7)."""
     rows = factor_sums.shape[0]
     return (factor_sums.reshape(rows, -1) @ _SECOND_DERIVATIVE_MAP).reshape(rows, 7, 7)
-
-
-def weighted_loss_hessian(terms: LawTerms, weights: np.ndarray) -> np.ndarray:
-    """sum over points of weights (K, n) * d2L/dtheta2: (K, 7, 7)."""
-    factors = np.stack(np.broadcast_arrays(*second_derivative_factors(terms)), axis=1)  # (K, factors, n)
-    return loss_hessian_from_sums(np.matmul(weights[:, None, :] * factors, np.swapaxes(loss_jacobian(terms), 1, 2)))
-
-
-def is_positive_finite(coefficients: LawCoefficients) -> bool:
-    return all(math.isfinite(v) and v > 0 for v in coefficients.as_dict().values())

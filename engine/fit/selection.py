@@ -2,7 +2,7 @@
 
 EXPR is one of
   largest-nonzeros    the runs at the largest N (the default: an extrapolation check in N, as in
-                      the paper's T5-XL check),
+                      the paper's T5-XL check; engine.fit.result.FitSettings),
   none                no held-out check,
   COND[,COND...]      runs meeting every condition, COND = COLUMN OP NUMBER with OP one of
                       <, <=, >, >=, ==, != (e.g. "nonzeros>=5e7", "sparsity==0.875,data>3e10").
@@ -19,7 +19,6 @@ import numpy as np
 from engine.errors import UserError
 from engine.fit.io import ResultsTable
 
-DEFAULT_HOLDOUT = "largest-nonzeros"
 _OPERATORS = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
     "<": operator.lt, ">": operator.gt,

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.planning.costs import c_mul_from_alpha
-from engine.fit.law import LawCoefficients, predict_loss
+from engine.fit.law import LawCoefficients
 
 BISECTION_STEPS = 200
 
@@ -111,25 +110,6 @@ def optimal_sparsity(
         low = np.where(too_high, low, middle)
     log_x = np.where(log_k >= 0.0, 0.0, 0.5 * (low + high))  # g(1) = 1 <= K: dense is optimal
     return -np.expm1(log_x)
-
-
-def optimal_sparsity_numerical(
-    coefficients: LawCoefficients, nonzeros: float, compute: float, k: float, alpha: float
-) -> float:
-    """S_opt by direct minimisation of L(S, N, C / (k N c_mul(S))) over S in [0, 1) (a check)."""
-
-    def loss_at(log_density: float) -> float:
-        sparsity = -np.expm1(log_density)
-        data = compute / (k * nonzeros * c_mul_from_alpha(sparsity, alpha))
-        return float(predict_loss(coefficients, sparsity, nonzeros, data))
-
-    from scipy.optimize import minimize_scalar  # imported here: 0.3 s that `engine fit` does not need
-
-    # Search in log(1 - S) so sparsities near 1 are resolved as finely as those near 0.
-    result = minimize_scalar(
-        loss_at, bounds=(np.log(1e-12), 0.0), method="bounded", options={"xatol": 1e-12}
-    )
-    return float(-np.expm1(result.x))
 
 
 def contour_compute(

@@ -14,7 +14,7 @@ from engine.fit.io import ResultsTable
 from engine.fit.law import LawCoefficients
 from engine.fit.result import FitSettings
 from engine.planning.plan import RunPlan, plan_experiment
-from engine.results import read_results
+from engine.results import sweep_rows
 from spec.analysis import FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
 
 
@@ -22,13 +22,13 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
     """Fit the law to the sweep's results and write the report, per the spec's analysis section:
     the sweep's own fit, or an n:m refit against another fit (Table 3), or pruned pretrained
     runs measured against another fit (Table 4)."""
-    from engine.fit import read_results as read_table
+    from engine.fit import read_table
     from engine.report import write_blocks
 
     analysis = runs[0].spec.analysis
     if analysis.fit is None and analysis.nm_refit is None and analysis.pretrained_vs_scratch is None:
         return None
-    if not read_results(sweep_dir):
+    if not sweep_rows(sweep_dir):
         console.print("no finished runs: nothing to fit")
         return None
     table = read_table(sweep_dir / "results.csv")
@@ -72,7 +72,7 @@ def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, swee
     from engine.report import write_report
 
     settings = runs[0].spec.analysis.fit
-    holdout = _holdout_expression(settings.holdout, read_results(sweep_dir), runs)
+    holdout = _holdout_expression(settings.holdout, sweep_rows(sweep_dir), runs)
     write_report(report_dir, fit_law(table, _fit_settings(settings, holdout)), table)
     return report_dir
 
@@ -97,7 +97,7 @@ def _nm_refit(analysis, table: ResultsTable, spec_dir: Path, report_dir: Path) -
     """Table 3 from this sweep's n:m results, the dense law the spec names and that spec's dense
     runs (S = 0 has no pattern: the same runs belong to every pattern's law)."""
     from engine.planning.dependencies import fit_file
-    from engine.fit import read_results as read_table
+    from engine.fit import read_table
     from engine.report.studies import nm_refit_blocks
 
     source = analysis.nm_refit.dense_fit

@@ -129,11 +129,6 @@ def inner_optimizer(spec: OptimizerSpec, learning_rate: LearningRateSchedule) ->
     )
 
 
-def build_inner_optimizer(run: RunPlan) -> optax.GradientTransformation:
-    spec = run.spec.optimizer
-    return inner_optimizer(spec, build_learning_rate(spec.learning_rate, run.steps))
-
-
 class ContinuedData:
     """A pruned pretrained run's data: the source's stream, continued past what the source saw."""
 

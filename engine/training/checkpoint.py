@@ -273,11 +273,6 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else ""
 
 
-def abstract_like(tree: Any) -> Any:
-    """Shape/dtype skeleton of a pytree, the restore target Orbax wants."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-
-
 # --- parameters only (inspection, pretrained inits): Orbax partial restore of state.params -------
 
 STATE_ITEM = "state"  # the item CheckpointStore saves the train state under

@@ -348,12 +348,3 @@ def train_run(
     if not math.isfinite(final_loss):
         raise RunDiverged(setup.steps, final_loss)
     return RunOutcome(final_loss, setup.steps, time.perf_counter() - started, resumed_from)
-
-
-def final_params(run_dir: Path, setup: RunSetup) -> tuple[int, Params]:
-    """The parameters of the newest verified checkpoint (for inspection and tests)."""
-    with CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints) as store:
-        restored = store.restore_latest(programs_for(setup).target)
-    if restored is None:
-        raise FileNotFoundError(f"no usable checkpoint under {run_dir / 'checkpoints'}")
-    return restored.step, jax.tree.map(np.asarray, restored.state.params)
