@@ -1,4 +1,5 @@
-"""`engine run SPEC [--only FIELD=VALUE ...] [--set PATH=VALUE ...] [--retry-failed]`.
+"""`engine run SPEC [--only FIELD=VALUE ...] [--set PATH=VALUE ...] [--retry-failed]`: arguments in,
+a `Study` (engine/study/study.py) does the rest.
 
 Trains every run of the spec that is not done (resuming partial ones from their last complete
 checkpoint, skipping finished ones), then fits the law to the sweep's results and writes the
@@ -15,10 +16,8 @@ from rich.console import Console
 from ruamel.yaml import YAML
 
 from engine.errors import UserError
-from engine.study.executors import EXECUTORS, ExecutorOptions, execute, select_run_ids
-from engine.planning.plan import RunPlan, plan_experiment
-
-EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; run the same command again
+from engine.study.executors import EXECUTORS
+from engine.study.study import Study, StudyOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,81 +65,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def select_runs(runs: list[RunPlan], only: list[str]) -> list[RunPlan]:
-    """The runs whose coordinates match every FIELD=VALUE (values read as YAML scalars)."""
-    selected = runs
-    for condition in only:
-        field, sep, raw = condition.partition("=")
-        if not sep or not field:
-            raise UserError(f"--only {condition}: expected FIELD=VALUE", exit_code=2)
-        if not any(field in run.coordinates for run in runs):
-            axes = ", ".join(sorted({axis for run in runs for axis in run.coordinates})) or "none"
-            raise UserError(f"--only {condition}: {field} is not a sweep axis (axes: {axes})", exit_code=2)
-        value = YAML(typ="safe").load(raw)
-        selected = [run for run in selected if run.coordinates.get(field) == value]
-    if not selected:
-        raise UserError(f"--only {' '.join(only)}: no run matches", exit_code=2)
-    return selected
-
-
 def run(args: argparse.Namespace) -> int:
     from engine.training.compile_cache import enable_persistent_compile_cache
     from engine.training.parallel import initialize_distributed
 
     initialize_distributed()  # a multi-host run joins its cluster before any other JAX call
     enable_persistent_compile_cache()  # runs of the same shapes reuse compiled steps
-    console = Console(stderr=True)
-    return run_spec(args.spec, args, console, overrides=args.overrides, only=args.only)
-
-
-def run_spec(
-    path: Path, args: argparse.Namespace, console: Console, overrides: list[str], only: list[str],
-    chain: tuple[Path, ...] = (),
-) -> int:
-    """Train what `path` lacks, then fit and report. Dependencies (other specs this one's runs or
-    analyses need) are trained first with --with-deps, else named in a clear stop."""
-    from engine.study.analysis import analyse
-    from engine.study.sweep import is_primary, write_plan
-
-    runs = plan_experiment(path, overrides)
-    selected = select_runs(runs, only)
-    code = ensure_dependencies(path, selected, args, console, chain)
-    if code != 0:
-        return code  # a dependency failed or was preempted: its exit code (75 resumes)
-    runs = plan_experiment(path, overrides)  # sources may have been trained just now
-    selected = select_runs(runs, only)
-    run_ids = args.run_ids if not chain else []  # --run-id names runs of the spec on the command line
-    selected = select_run_ids(selected, run_ids)
-    check_pretrained_sources(selected)  # before anything of this sweep is written
-    sweep_dir = runs[0].run_dir.parent
-    if is_primary():  # multi-host: process 0 writes what the sweep shares
-        write_plan(runs, sweep_dir)
-    summary = execute(args.executor, selected, path, overrides, console,
-                      {"retry_failed": args.retry_failed, "allow_drift": args.allow_drift},
-                      ExecutorOptions(args.ray_address, slurm_options(args.slurm_options)))
-    console.print(f"{runs[0].experiment}: trained {summary.trained}, skipped {summary.skipped}, "
-                  f"failed {summary.failed}")
-    if summary.preempted:
-        return EXIT_RESUMABLE
-    if summary.stopped_early:
-        console.print("stopped at the first failure (run.failure_policy: fail_fast)")
-        return 1
-    if not is_primary():
-        return 1 if summary.failed else 0  # process 0 fits and reports
-    if summary.busy:  # other processes are still training some runs: they fit when done
-        console.print(f"fit and report skipped: {summary.busy} runs are being trained by other processes")
-    elif not args.no_report:
-        try:
-            report_dir = analyse(runs, sweep_dir, console)
-        except UserError as error:
-            if not only and not run_ids:
-                raise
-            # A partial selection may not have enough finished runs for the law yet.
-            console.print(f"fit and report skipped: {error}")
-            report_dir = None
-        if report_dir is not None:
-            console.print(f"report: {report_dir / 'index.html'}")
-    return 1 if summary.failed else 0
+    options = StudyOptions(
+        overrides=tuple(args.overrides), only=tuple(args.only), run_ids=tuple(args.run_ids),
+        retry_failed=args.retry_failed, allow_drift=args.allow_drift, report=not args.no_report,
+        with_deps=args.with_deps, executor=args.executor, ray_address=args.ray_address,
+        slurm_options=slurm_options(args.slurm_options),
+    )
+    return Study(args.spec, options, Console(stderr=True)).run()
 
 
 def slurm_options(pairs: list[str]) -> dict[str, object]:
@@ -152,43 +89,3 @@ def slurm_options(pairs: list[str]) -> dict[str, object]:
             raise UserError(f"--slurm-option {pair}: expected KEY=VALUE", exit_code=2)
         options[key] = YAML(typ="safe").load(raw)
     return options
-
-
-def ensure_dependencies(
-    path: Path, runs: list[RunPlan], args: argparse.Namespace, console: Console, chain: tuple[Path, ...]
-) -> int:
-    """Every spec `runs` need has what they need: trained now (--with-deps) or a UserError saying
-    which command to run. Returns 0, or the exit code of a dependency's run that did not finish."""
-    from engine.planning.dependencies import dependencies_of
-
-    unmet = [(dep, problem) for dep in dependencies_of(runs, analysis=not args.no_report)
-             if (problem := dep.unmet()) is not None]
-    if not unmet:
-        return 0
-    if not args.with_deps:
-        lines = "\n".join(f"  {dep.spec} ({dep.why}): {problem}" for dep, problem in unmet)
-        commands = "\n".join(f"  engine run {spec}" for spec in dict.fromkeys(d.spec for d, _ in unmet))
-        raise UserError(f"{path} needs other specs' results first:\n{lines}\nrun first:\n{commands}\n"
-                        f"or let this command train them: engine run {path} --with-deps")
-    for dep in dict.fromkeys(d.spec for d, _ in unmet):
-        if dep.resolve() in chain:
-            raise UserError(f"{path}: specs depend on each other ({' -> '.join(p.name for p in (*chain, dep))})")
-        console.print(f"[bold]{path} needs {dep}: running it first[/bold]")
-        code = run_spec(dep, args, console, overrides=[], only=[], chain=(*chain, path.resolve()))
-        if code == EXIT_RESUMABLE:
-            return code  # preempted: the same command resumes the dependency, then this spec
-    still = [(d, problem) for d, _ in unmet if (problem := d.unmet()) is not None]
-    if still:  # a failed run this spec does not need is no reason to stop; one it needs is
-        lines = "\n".join(f"  {d.spec} ({d.why}): {problem}" for d, problem in still)
-        console.print(f"[red]{path} not started: its dependencies are still not met[/red]\n{lines}")
-        return 1
-    return 0
-
-
-def check_pretrained_sources(runs: list[RunPlan]) -> None:
-    """Each pretrained run's source checkpoint exists, is whole and fits the model: one clear error
-    before anything is written, rather than a failure halfway through the sweep."""
-    from engine.models import abstract_params
-    from engine.training.pretrained import check_run_sources
-
-    check_run_sources(runs, lambda run: abstract_params(run.dims))

@@ -49,17 +49,6 @@ def require(module: str, extra: str) -> ModuleType:
         ) from None
 
 
-def select_run_ids(runs: list[RunPlan], run_ids: list[str]) -> list[RunPlan]:
-    """The runs named by `--run-id` (all runs when none is named)."""
-    if not run_ids:
-        return runs
-    known = {run.run_id for run in runs}
-    unknown = [run_id for run_id in run_ids if run_id not in known]
-    if unknown:
-        raise UserError(f"--run-id {' '.join(unknown)}: no such run in this spec (see `engine plan`)", exit_code=2)
-    return [run for run in runs if run.run_id in run_ids]
-
-
 def worker_jobs(spec: Path, overrides: list[str], runs: list[RunPlan],
                 sweep_options: dict[str, Any]) -> list[WorkerJob]:
     """One job per run. Workers may start in another directory: the spec path and the output
