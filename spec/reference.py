@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# Strings safe to print unquoted in YAML 1.2 flow style (no YAML indicator, not a keyword or number).
+# Strings safe to print unquoted in YAML 1.2 flow style (no indicator, not one of the core schema's
+# words; `no`, `on` and `n` are strings in 1.2, as the engine reads them).
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
-_KEYWORDS = frozenset({"null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf"})
+_KEYWORDS = frozenset({"null", "true", "false"})
 
 _INTRO = """\
 # Spec reference
@@ -159,8 +160,10 @@ def _type(field: dict[str, Any], definitions: dict[str, Any]) -> str:
     kind = field.get("type")
     if kind == "array":
         items = field.get("items", {})
-        text = "list of " + (_type(items, definitions) if items else "any values")
-    elif kind == "object" or "properties" in field:
+        item_type = _type(items, definitions) if items else "any values"
+        # The list's own bounds before its items' (which carry theirs): "list (at least 1 item) of ...".
+        return f"list{_bounds(field)} of " + ("mappings" if item_type == "mapping" else item_type)
+    if kind == "object" or "properties" in field:
         extra = field.get("additionalProperties")
         if "properties" in field:
             text = "mapping"
@@ -177,13 +180,20 @@ def _type(field: dict[str, Any], definitions: dict[str, Any]) -> str:
 
 def _bounds(field: dict[str, Any]) -> str:
     words = {
-        "minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<",
-        "minItems": "items >=", "maxItems": "items <=", "minLength": "length >=", "maxLength": "length <=",
+        "minimum": ">= {}", "exclusiveMinimum": "> {}", "maximum": "<= {}", "exclusiveMaximum": "< {}",
+        "minItems": "at least {} item", "maxItems": "at most {} item",
+        "minLength": "at least {} character", "maxLength": "at most {} character",
     }
-    parts = [f"{word} {_flow(field[key])}" for key, word in words.items() if key in field]
+    parts = [_plural(word, field[key]) for key, word in words.items() if key in field]
     if "pattern" in field:
         parts.append(f"matching `{field['pattern']}`")
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _plural(word: str, count: Any) -> str:
+    """`word` with the count filled in, its last noun plural unless the count is 1."""
+    text = word.format(_flow(count))
+    return text + "s" if word.endswith(("item", "character")) and count != 1 else text
 
 
 def _const(field: dict[str, Any], definitions: dict[str, Any]) -> str:
@@ -211,7 +221,9 @@ def _non_null(field: dict[str, Any], definitions: dict[str, Any]) -> dict[str, A
 def _flow(value: Any) -> str:
     """A value as YAML 1.2 flow text, the way a spec would write it."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_flow(key)}: {_flow(item)}" for key, item in value.items()) + "}"
+        # `kind` first, as specs write a variant (the schema's examples come with sorted keys).
+        ordered = sorted(value.items(), key=lambda pair: pair[0] != "kind")
+        return "{" + ", ".join(f"{_flow(key)}: {_flow(item)}" for key, item in ordered) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_flow(item) for item in value) + "]"
     if isinstance(value, str):
