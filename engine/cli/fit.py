@@ -52,7 +52,10 @@ def summary_lines(result: FitResult) -> list[str]:
     d = result.diagnostics
     lines.append(f"objective (mean Huber): {result.objective:.6g}   rows: {result.rows_used}")
     lines.append(f"convergence: {d.verdict}; {d.agreeing_starts}/{d.total_starts} starts agree; gradient norm {d.best_gradient_norm:.2e}")
-    lines.append("gains: " + ", ".join(f"S={s:g}: {g:.3f}x" for s, g in result.gains.items()))
+    if result.gains is None:
+        lines.append("gains: not estimable (no sparse run in the fitted data)")
+    else:
+        lines.append("gains: " + ", ".join(f"S={s:g}: {g:.3f}x" for s, g in result.gains.items()))
     if result.holdout is not None:
         lines.append(f"held out ({result.holdout.expression}, {len(result.holdout.rows)} runs): mean |error| {100 * result.holdout.mean_absolute_relative_error:.2f}%")
     return lines
@@ -74,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else args.results.parent / "fit"
     try:
         if args.no_report:
-            result.write(out_dir / "fit.json")
+            from engine.fit.findings import derive_findings
+
+            result.write(out_dir / "fit.json", derive_findings(result, table).to_json())
         else:
             from engine.report import write_report
 

@@ -12,7 +12,7 @@ import numpy as np
 from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.errors import UserError
 from engine.fit.law import LawCoefficients, predict_loss
-from engine.fit.result import load_coefficients
+from engine.fit.result import FittedRanges, load_coefficients
 from engine.fit.sopt import optimal_sparsity
 
 
@@ -47,8 +47,25 @@ def _interval(values: np.ndarray) -> list[float] | None:
     return [float(v) for v in np.percentile(values, (2.5, 97.5))]
 
 
+def fitted_ranges(document: dict | None) -> FittedRanges | None:
+    """The S, N and D the fit saw (fit.json's fitted_ranges); None for published coefficients."""
+    ranges = (document or {}).get("fitted_ranges")
+    return None if not ranges else FittedRanges(**{k: tuple(v) for k, v in ranges.items()})
+
+
+def _flag(outside: list[str] | None) -> str:
+    if outside is None:
+        return "  (fitted ranges unknown)"
+    return f"  extrapolated in {', '.join(outside)}" if outside else ""
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load_coefficients(args.fit)
+    ranges = fitted_ranges(loaded.fit_json)
+    dense_only = loaded.fit_json is not None and "gains" in loaded.fit_json and loaded.fit_json["gains"] is None
+    if args.sopt and dense_only:
+        raise UserError(f"--sopt: {args.fit} was fitted to dense runs only; the optimal sparsity is not "
+                        "estimable from it (its a_S, b_S, c_S are not determined)")
     if not args.at and not args.sopt:
         raise UserError("nothing to predict: give --at S,N,D and/or --sopt N,C", exit_code=2)
     samples = [LawCoefficients.from_array(row) for row in loaded.samples] if loaded.samples is not None else None
@@ -58,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= s < 1 or n <= 0 or d <= 0:
             raise UserError(f"--at {text!r}: need 0 <= S < 1, N > 0, D > 0", exit_code=2)
         entry: dict[str, object] = {"sparsity": s, "nonzeros": n, "data": d,
-                                    "loss": float(predict_loss(loaded.coefficients, s, n, d))}
+                                    "loss": float(predict_loss(loaded.coefficients, s, n, d)),
+                                    # coordinates outside the fitted ranges; null when they are unknown
+                                    "extrapolated": None if ranges is None else ranges.outside(s, n, d)}
         if samples:
             entry["loss_interval_95"] = _interval(np.array([float(predict_loss(c, s, n, d)) for c in samples]))
         out["at"].append(entry)
@@ -67,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
         if n <= 0 or c <= 0:
             raise UserError(f"--sopt {text!r}: need N > 0, C > 0", exit_code=2)
         entry = {"nonzeros": n, "compute": c}
+        outside: set[str] = set()
         for label, alpha in (("dense_costs", DENSE_COST_ALPHA), ("sparse_costs", pruning_cost_alpha())):
-            entry[f"s_opt_{label}"] = float(optimal_sparsity(loaded.coefficients, n, c, args.flops_per_param, alpha))
+            entry[f"s_opt_{label}"] = s_opt = float(optimal_sparsity(loaded.coefficients, n, c, args.flops_per_param, alpha))
+            if ranges is not None:
+                outside.update(ranges.outside(sparsity=s_opt, nonzeros=n))
             if samples:
                 entry[f"s_opt_{label}_interval_95"] = _interval(np.array(
                     [float(optimal_sparsity(cs, n, c, args.flops_per_param, alpha)) for cs in samples]))
+        entry["extrapolated"] = None if ranges is None else sorted(outside, key="SND".index)
         out["sopt"].append(entry)
     if args.json:
         print(json.dumps(out, indent=1))
@@ -79,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
     for entry in out["at"]:
         interval = entry.get("loss_interval_95")
         extra = f"  95% [{interval[0]:.5g}, {interval[1]:.5g}]" if interval else ""
-        print(f"L(S={entry['sparsity']:g}, N={entry['nonzeros']:.4g}, D={entry['data']:.4g}) = {entry['loss']:.6g}{extra}")
+        print(f"L(S={entry['sparsity']:g}, N={entry['nonzeros']:.4g}, D={entry['data']:.4g}) = {entry['loss']:.6g}{extra}"
+              f"{_flag(entry['extrapolated'])}")
     for entry in out["sopt"]:
         parts = []
         for label in ("dense_costs", "sparse_costs"):
             interval = entry.get(f"s_opt_{label}_interval_95")
             extra = f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else ""
             parts.append(f"{label.replace('_', ' ')} {entry[f's_opt_{label}']:.4f}{extra}")
-        print(f"S_opt(N={entry['nonzeros']:.4g}, C={entry['compute']:.4g}): " + "; ".join(parts))
+        print(f"S_opt(N={entry['nonzeros']:.4g}, C={entry['compute']:.4g}): " + "; ".join(parts)
+              + _flag(entry["extrapolated"]))
     return 0

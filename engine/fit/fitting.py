@@ -18,7 +18,7 @@ import numpy as np
 import engine
 from engine.errors import UserError
 from engine.fit.bootstrap import run_bootstrap
-from engine.fit.gains import TABLE_2_SPARSITIES, gain
+from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import (
     COEFFICIENT_NAMES,
@@ -32,7 +32,7 @@ from engine.fit.law import (
 )
 from engine.fit.multistart import BatchSolution, random_starts, solve_batch
 from engine.fit.objective import FitData, make_fit_data, mean_huber, scaled_objective_derivatives
-from engine.fit.result import Diagnostics, FitResult, FitSettings, HoldoutCheck, StartRecord
+from engine.fit.result import Diagnostics, FitResult, FitSettings, FittedRanges, HoldoutCheck, StartRecord
 from engine.fit.selection import holdout_mask
 
 # Starts agree with the best when their objective is within this relative distance and either
@@ -161,6 +161,7 @@ def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitRe
         raise UserError(f"--bootstrap must be >= 0, got {settings.bootstrap}", exit_code=2)
     fit_rows = table.from_scratch_mask()
     check_enough_rows(int(fit_rows.sum()), settings)
+    dense_only = bool(np.all(table.sparsity[fit_rows] == 0.0))  # sparsity's terms are not estimable
     held_out = holdout_mask(table, settings.holdout) & fit_rows
     rng = np.random.default_rng(settings.seed)
     norm = Normalisation.for_data(table.nonzeros[fit_rows], table.data[fit_rows])
@@ -207,11 +208,12 @@ def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitRe
         diagnostics=diagnostics,
         rows_used=int(fit_rows.sum()),
         fit_mask=[bool(v) for v in fit_rows],
-        gains={s: float(gain(coefficients, s)) for s in TABLE_2_SPARSITIES},
+        gains=None if dense_only else {s: float(gain(coefficients, s)) for s in settings.gain_sparsities},
         provenance=_provenance(table, settings),
         bootstrap_samples=samples,
         bootstrap_seconds=seconds,
         holdout=holdout,
+        fitted_ranges=FittedRanges.of(table.select(fit_rows)),
     )
 
 

@@ -16,14 +16,45 @@ from typing import Any
 import numpy as np
 
 from engine.errors import UserError
+from engine.fit.io import ResultsTable
 from engine.fit.law import COEFFICIENT_NAMES, LawCoefficients, Normalisation
 from spec.analysis import FitSettings as FitSettingsSpec
+from spec.analysis import GainsSettings, OptimalSparsitySettings
 
 # The one source of fit defaults: the spec's `analysis.fit` (spec/analysis.py). `engine fit`'s flags
 # and a spec without a `fit:` mapping fit the same way.
 SPEC_DEFAULTS = FitSettingsSpec()
+SPEC_GAINS, SPEC_SOPT = GainsSettings(), OptimalSparsitySettings()
 
 FIT_JSON_FORMAT = "engine-fit/1"
+
+
+@dataclass(frozen=True)
+class FittedRanges:
+    """The span of the fitted runs: anything outside it is an extrapolation."""
+
+    sparsity: tuple[float, float]
+    nonzeros: tuple[float, float]
+    data: tuple[float, float]
+
+    @classmethod
+    def of(cls, table: ResultsTable) -> FittedRanges:
+        def span(values: np.ndarray) -> tuple[float, float]:
+            return float(values.min()), float(values.max())
+
+        return cls(span(table.sparsity), span(table.nonzeros), span(table.data))
+
+    def outside(self, sparsity: float | None = None, nonzeros: float | None = None,
+                data: float | None = None) -> list[str]:
+        """Which of the given coordinates lie outside the fitted ranges (with a 1e-9 relative slack)."""
+        names = []
+        for name, value in (("S", sparsity), ("N", nonzeros), ("D", data)):
+            if value is None:
+                continue
+            low, high = getattr(self, {"S": "sparsity", "N": "nonzeros", "D": "data"}[name])
+            if value < low * (1 - 1e-9) - 1e-12 or value > high * (1 + 1e-9) + 1e-12:
+                names.append(name)
+        return names
 
 
 @dataclass(frozen=True)
@@ -40,6 +71,10 @@ class FitSettings:
     freeze_dense: LawCoefficients | None = None
     freeze_dense_source: str | None = None
     columns: dict[str, str] | None = None  # canonical name -> the table's column name
+    # What to derive from the law (a spec's analysis.gains, .optimal_sparsity, .extrapolation).
+    gain_sparsities: tuple[float, ...] = tuple(SPEC_GAINS.sparsities)
+    sopt_costs: tuple[str, ...] = tuple(SPEC_SOPT.costs)
+    extrapolation: tuple[tuple[float, float, float], ...] = ()  # (S, N, D) points to predict
 
     def free_coefficients(self) -> tuple[str, ...]:
         if self.freeze_dense is None:
@@ -104,11 +139,12 @@ class FitResult:
     diagnostics: Diagnostics
     rows_used: int
     fit_mask: list[bool]  # rows of the table used by the fit (from-scratch runs)
-    gains: dict[float, float]
+    gains: dict[float, float] | None  # None: not estimable (no sparse run was fitted)
     provenance: dict[str, Any]
     bootstrap_samples: np.ndarray | None = None  # (B, 7) paper units
     bootstrap_seconds: float | None = None
     holdout: HoldoutCheck | None = None
+    fitted_ranges: FittedRanges | None = None
 
     def intervals(self) -> dict[str, tuple[float, float]] | None:
         if self.bootstrap_samples is None:
@@ -119,7 +155,7 @@ class FitResult:
     def gain_intervals(self) -> dict[float, tuple[float, float]] | None:
         from engine.fit.gains import gains_from_samples
 
-        if self.bootstrap_samples is None:
+        if self.bootstrap_samples is None or self.gains is None:
             return None
         return {
             s: tuple(float(v) for v in np.nanpercentile(gains_from_samples(self.bootstrap_samples, s), (2.5, 97.5)))
@@ -157,7 +193,8 @@ class FitResult:
             "rows_used": self.rows_used,
             "fit_mask": self.fit_mask,
             "diagnostics": asdict(self.diagnostics),
-            "gains": {str(s): g for s, g in self.gains.items()},
+            # null where the data cannot estimate them (no sparse run): never a number
+            "gains": None if self.gains is None else {str(s): g for s, g in self.gains.items()},
             "gain_intervals": None if gain_intervals is None else {str(s): list(v) for s, v in gain_intervals.items()},
             "bootstrap": None if self.bootstrap_samples is None else {
                 "resamples": int(self.bootstrap_samples.shape[0]),
@@ -174,12 +211,15 @@ class FitResult:
                 "measured": self.holdout.measured,
                 "mean_absolute_relative_error": self.holdout.mean_absolute_relative_error,
             },
+            "fitted_ranges": None if self.fitted_ranges is None else asdict(self.fitted_ranges),
             "provenance": self.provenance,
         }
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, findings: dict[str, Any] | None = None) -> None:
+        """fit.json; `findings` (engine/fit/findings.py) adds what the report states, with intervals."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=True) + "\n")
+        document = self.to_json() | ({"findings": findings} if findings is not None else {})
+        path.write_text(json.dumps(document, indent=1, allow_nan=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -242,6 +282,11 @@ def fit_result_from_json(document: dict[str, Any]) -> FitResult:
         raise UserError(f"not a fit.json of this engine (format {document.get('format')!r})")
     raw_settings = dict(document["settings"])
     frozen = raw_settings.pop("freeze_dense", None)
+    for name in ("gain_sparsities", "sopt_costs"):  # JSON lists back to the tuples FitSettings holds
+        if name in raw_settings:
+            raw_settings[name] = tuple(raw_settings[name])
+    if "extrapolation" in raw_settings:
+        raw_settings["extrapolation"] = tuple(tuple(point) for point in raw_settings["extrapolation"])
     settings = FitSettings(**raw_settings, freeze_dense=None if frozen is None else LawCoefficients.from_mapping(frozen))
     raw_diagnostics = dict(document["diagnostics"])
     raw_diagnostics["starts"] = [StartRecord(**record) for record in raw_diagnostics.get("starts", [])]
@@ -255,7 +300,9 @@ def fit_result_from_json(document: dict[str, Any]) -> FitResult:
         diagnostics=Diagnostics(**raw_diagnostics),
         rows_used=int(document["rows_used"]),
         fit_mask=[bool(v) for v in document["fit_mask"]],
-        gains={float(k): float(v) for k, v in document["gains"].items()},
+        gains=None if document["gains"] is None else {float(k): float(v) for k, v in document["gains"].items()},
+        fitted_ranges=None if not document.get("fitted_ranges") else FittedRanges(
+            **{k: tuple(v) for k, v in document["fitted_ranges"].items()}),
         provenance=document.get("provenance", {}),
         bootstrap_samples=None if not bootstrap else np.asarray(bootstrap["samples"], np.float64),
         bootstrap_seconds=None if not bootstrap else bootstrap.get("seconds"),

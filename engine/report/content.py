@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
+from engine.fit.findings import COST_ALPHAS, NOT_ESTIMABLE, Estimate, Findings
 from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
-from engine.fit.law import COEFFICIENT_NAMES, LawCoefficients
+from engine.fit.law import COEFFICIENT_NAMES, SPARSITY_COEFFICIENTS
 from engine.fit.result import FitResult
 from engine.fit.sopt import chinchilla_multiple
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.report import figures
 from engine.report.blocks import Block, Figure, Heading, Paragraph, Table
 
@@ -25,6 +26,31 @@ def is_paper_t5(table: ResultsTable) -> bool:
     return paper.dataset_fingerprint(table.sparsity, table.nonzeros, table.data, table.loss) == paper.T5_C4_FINGERPRINT
 
 
+def data_unit(table: ResultsTable) -> str:
+    """D's unit: tokens for language models (and the paper's T5 data), examples for vision."""
+    families = {str(f).lower() for f in table.extra.get("family", [])}
+    if is_paper_t5(table) or (families and families <= {"t5", "decoder"}):
+        return "tokens"
+    if families == {"vit"}:
+        return "examples"
+    return "examples or tokens"
+
+
+def summary_blocks(findings: Findings) -> list[Block]:
+    """What was learned, first: sentences with intervals, what is not pinned down, what would pin it."""
+    return [Heading("Summary: what this data says"), *[Paragraph(sentence) for sentence in findings.summary]]
+
+
+def chinchilla_blocks(findings: Findings) -> list[Block]:
+    rows = [[name, estimate.text(4)] for name, estimate in findings.chinchilla_form.items()]
+    note = ("The data have no sparse run, so this dense law is all they can tell: A = a_S + c_S, alpha = b_N, "
+            "B = a_D^b_D, beta = b_D, E = c." if findings.dense_only else
+            "The dense (S = 0) law of this fit in Hoffmann et al.'s form: A = a_S + c_S, alpha = b_N, B = a_D^b_D, "
+            "beta = b_D, E = c.")
+    return [Heading("Dense law, Chinchilla form: L = E + A / N^alpha + B / D^beta"), Paragraph(note),
+            Table(["coefficient", "value [95% bootstrap interval]"], rows)]
+
+
 def flops_per_param_example(table: ResultsTable) -> float:
     """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/planning/costs.py)."""
     family = table.extra.get("family")
@@ -33,7 +59,7 @@ def flops_per_param_example(table: ResultsTable) -> float:
     return 6.0
 
 
-def coefficient_blocks(fit: FitResult) -> list[Block]:
+def coefficient_blocks(fit: FitResult, dense_only: bool = False) -> list[Block]:
     intervals = fit.intervals()
     unclear = fit.poorly_determined()
     free = fit.settings.free_coefficients()
@@ -41,6 +67,9 @@ def coefficient_blocks(fit: FitResult) -> list[Block]:
     for name in COEFFICIENT_NAMES:
         value = getattr(fit.coefficients, name)
         interval = "" if intervals is None else f"[{fmt(intervals[name][0], 3)}, {fmt(intervals[name][1], 3)}]"
+        if dense_only and name in SPARSITY_COEFFICIENTS:
+            rows.append([name, "n/a", "", f"**{NOT_ESTIMABLE}** (no sparse run)"])
+            continue
         if name not in free:
             note = f"frozen from {fit.settings.freeze_dense_source or 'another fit'}"
         elif name in unclear:
@@ -62,20 +91,39 @@ def coefficient_blocks(fit: FitResult) -> list[Block]:
     return blocks
 
 
-def gain_blocks(fit: FitResult, is_t5: bool) -> list[Block]:
-    gain_intervals = fit.gain_intervals()
-    header = ["", *[f"S = {s:g}" for s in fit.gains]]
-    ours = ["this fit", *[fmt(g, 3) + "x" for g in fit.gains.values()]]
-    rows = [ours]
-    if gain_intervals:
-        rows.append(["95% interval", *[f"[{fmt(a, 3)}, {fmt(b, 3)}]" for a, b in gain_intervals.values()]])
+def gain_blocks(findings: Findings, is_t5: bool) -> list[Block]:
+    if findings.gains == {}:
+        return []  # the spec's `analysis.gains` is null: no gains table
+    heading = Heading("Sparsity gains (Table 2 form, eq. 7)")
+    if findings.gains is None:
+        return [heading, Paragraph(f"Gains are {NOT_ESTIMABLE}: no sparse run was fitted.")]
+    header = ["", *[f"S = {s:g}" for s in findings.gains]]
+    rows = [["this fit", *[f"{e.value:.3g}x" for e in findings.gains.values()]],
+            ["95% interval", *[_interval_text(e) for e in findings.gains.values()]],
+            ["within the fitted S", *["no: extrapolated" if e.extrapolated else "yes" for e in findings.gains.values()]]]
     if is_t5:
         rows.append(["paper, Table 2 (T5/C4)", *[f"{g:.2f}x" for g in paper.TABLE_2["t5_c4"]]])
     return [
-        Heading("Sparsity gains (Table 2 form, eq. 7)"),
-        Paragraph("Dense size multiplier that matches a sparse model with N non-zeros trained on the same data."),
+        heading,
+        Paragraph("Dense size multiplier that matches a sparse model with N non-zeros trained on the same data. "
+                  f"Fitted sparsities span [{findings.ranges.sparsity[0]:g}, {findings.ranges.sparsity[1]:g}]; a gain "
+                  "beyond them is the law's extrapolation, not a measurement."),
         Table(header, rows),
     ]
+
+
+def _interval_text(estimate: Estimate) -> str:
+    return "" if estimate.interval is None else f"[{estimate.interval[0]:.3g}, {estimate.interval[1]:.3g}]"
+
+
+def prediction_blocks(findings: Findings, unit: str) -> list[Block]:
+    """The law at the spec's extrapolation points, with intervals; marked where outside the data."""
+    if not findings.predictions:
+        return []
+    rows = [[f"{s:g}", f"{n:.4g}", f"{d:.4g}", f"{e.value:.5g}", _interval_text(e),
+             ", ".join(e.extrapolated) or "no"] for (s, n, d), e in findings.predictions]
+    return [Heading("Predictions at the declared points"),
+            Table(["S", "N", f"D ({unit})", "loss", "95% interval", "extrapolated in"], rows)]
 
 
 def diagnostics_blocks(fit: FitResult) -> list[Block]:
@@ -125,23 +173,31 @@ def holdout_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
     ]
 
 
-def sopt_blocks(law: LawCoefficients, table: ResultsTable, k: float, is_t5: bool) -> list[Block]:
-    sparse_alpha = pruning_cost_alpha()
-    rows = []
-    for s in (0.5, 0.75, 0.875):
-        rows.append([f"{s:g}", f"{chinchilla_multiple(law, s, sparse_alpha):.3g}x", f"{chinchilla_multiple(law, s, DENSE_COST_ALPHA):.3g}x"])
+def sopt_blocks(fit: FitResult, findings: Findings, table: ResultsTable, k: float, is_t5: bool) -> list[Block]:
+    if findings.sopt_multiples == {}:
+        return []  # the spec's `analysis.optimal_sparsity` is null
+    heading = Heading("Optimal sparsity (sec. 3.3, Figure 4)")
+    if findings.sopt_multiples is None:
+        return [heading, Paragraph(f"Optimal sparsity is {NOT_ESTIMABLE}: no sparse run was fitted.")]
+    costs = list(findings.sopt_multiples)
+    sparsities = list(findings.sopt_multiples[costs[0]])
+    rows = [[f"{s:g}" + (" (extrapolated)" if findings.sopt_multiples[costs[0]][s].extrapolated else ""),
+             *[f"{findings.sopt_multiples[c][s].value:.3g}x {_interval_text(findings.sopt_multiples[c][s])}" for c in costs]]
+            for s in sparsities]
     blocks: list[Block] = [
-        Heading("Optimal sparsity (sec. 3.3, Figure 4)"),
+        heading,
         Paragraph(
-            "How much longer than Chinchilla one must train before sparsity S is optimal. Definition: at fixed "
-            "non-zeros N, the compute C at which S_opt(N, C) = S, expressed as the data a dense N-parameter model "
-            "would see with it, C / (k N), divided by the Chinchilla-optimal data D_chin(N) of the dense law (S = 0). "
-            "It does not depend on N (the contours are parallel to the Chinchilla line) nor on k. Sparse costs use "
-            "eq. 4 (cubic schedule from 25% to 75% of training); dense costs are those of the dense base model."
+            "How much longer than Chinchilla one must train before sparsity S is optimal, with 95% bootstrap "
+            "intervals. Definition: at fixed non-zeros N, the compute C at which S_opt(N, C) = S, expressed as the "
+            "data a dense N-parameter model would see with it, C / (k N), divided by the Chinchilla-optimal data "
+            "D_chin(N) of the dense law (S = 0). It does not depend on N (the contours are parallel to the Chinchilla "
+            "line) nor on k. Sparse costs use eq. 4 (cubic schedule from 25% to 75% of training); dense costs are "
+            "those of the dense base model. Sparsities beyond the fitted ones are extrapolations."
         ),
-        Table(["sparsity", "sparse costs", "dense costs"], rows),
+        Table(["sparsity", *[f"{c} costs" for c in costs]], rows),
     ]
     if is_t5:
+        sparse_alpha = pruning_cost_alpha()
         blocks.append(Paragraph(
             "Paper (sec. 3.3), T5: 50% is optimal at < 3x (sparse costs) and about 70x (dense costs) the Chinchilla "
             f"length; with Table 7's coefficients this code gives {chinchilla_multiple(paper.T5_C4, 0.5, sparse_alpha):.3g}x "
@@ -149,8 +205,10 @@ def sopt_blocks(law: LawCoefficients, table: ResultsTable, k: float, is_t5: bool
         ))
     blocks.append(Figure(
         "sopt_contours.png",
-        f"Optimal sparsity over (N, C), C = {k:g} N D c_mul(S), for dense and sparse costs; dashed: the Chinchilla line.",
-        figures.optimal_sparsity_contours(law, table, k),
+        f"Optimal sparsity over (N, C), C = {k:g} N D c_mul(S), for the declared costs; dashed: the Chinchilla line; "
+        "dotted: the 95% bootstrap band of the S_opt = 0.5 contour.",
+        figures.optimal_sparsity_contours(fit.coefficients, table, k, {c: COST_ALPHAS[c] for c in costs},
+                                          fit.bootstrap_samples),
     ))
     return blocks
 
@@ -203,27 +261,33 @@ def _gain_verdict(fit: FitResult) -> str:
             + "; ".join(outside) + ".")
 
 
-def report_blocks(fit: FitResult, table: ResultsTable, paper_objective: tuple[float, float] | None = None) -> list[Block]:
+def report_blocks(fit: FitResult, table: ResultsTable, findings: Findings,
+                  paper_objective: tuple[float, float] | None = None) -> list[Block]:
     t5 = is_paper_t5(table)
     k = flops_per_param_example(table)
+    unit = data_unit(table)
     fit_table = table.select(np.asarray(fit.fit_mask))
-    blocks: list[Block] = [
-        Heading("Sparse scaling-law fit", 1),
-        Paragraph(
-            f"Data: `{table.source}` (sha256 {table.sha256[:16]}...), {len(table)} rows, {fit.rows_used} from-scratch "
-            f"runs fitted. Law (eq. 3): L(S, N, D) = (a_S (1-S)^b_S + c_S) N^-b_N + (a_D / D)^b_D + c. Settings: "
-            f"Huber delta {fit.settings.huber_delta:g} on {'log L' if fit.settings.log_loss else 'L'}, "
-            f"{fit.settings.starts} starts, seed {fit.settings.seed}, bootstrap {fit.settings.bootstrap}, "
-            f"held out: {fit.settings.holdout}. Engine {fit.provenance.get('engine_version')}."
-        ),
-    ]
+    blocks: list[Block] = [Heading("Sparse scaling-law fit", 1), *summary_blocks(findings)]
+    blocks.append(Heading("Data and settings"))
+    blocks.append(Paragraph(
+        f"Data: `{table.source}` (sha256 {table.sha256[:16]}...), {len(table)} rows, {fit.rows_used} from-scratch "
+        f"runs fitted; D in {unit}. Law (eq. 3): L(S, N, D) = (a_S (1-S)^b_S + c_S) N^-b_N + (a_D / D)^b_D + c. "
+        f"Settings: Huber delta {fit.settings.huber_delta:g} on {'log L' if fit.settings.log_loss else 'L'}, "
+        f"{fit.settings.starts} starts, seed {fit.settings.seed}, bootstrap {fit.settings.bootstrap}, "
+        f"held out: {fit.settings.holdout}. Engine {fit.provenance.get('engine_version')}."
+    ))
     if fit.settings.freeze_dense is not None:
         blocks.append(Paragraph(
             f"n:m-style refit (sec. 4.1): only a_S, b_S, c_S were fitted; b_N, a_D, b_D, c are frozen from "
             f"{fit.settings.freeze_dense_source}."
         ))
-    blocks += coefficient_blocks(fit)
-    blocks += gain_blocks(fit, t5)
+    if findings.dense_only:
+        blocks += chinchilla_blocks(findings)
+    blocks += coefficient_blocks(fit, findings.dense_only)
+    if not findings.dense_only:
+        blocks += chinchilla_blocks(findings)
+    blocks += gain_blocks(findings, t5)
+    blocks += prediction_blocks(findings, unit)
     blocks += diagnostics_blocks(fit)
     if t5 and paper_objective is not None:
         blocks += paper_comparison_blocks(fit, table, *paper_objective)
@@ -231,12 +295,12 @@ def report_blocks(fit: FitResult, table: ResultsTable, paper_objective: tuple[fl
         Heading("Fit quality"),
         Figure("predicted_vs_measured.png", "Predicted vs measured loss (Figure 1, left); held-out runs circled, predicted by the fit without them.",
                figures.predicted_vs_measured(fit_table, _reindexed(fit, table))),
-        Figure("residuals.png", "Relative residuals of the full fit.", figures.residuals(fit_table, fit)),
-        Figure("loss_vs_nonzeros.png", "Loss minus c against non-zeros per training length (Figure 2).", figures.loss_minus_c_vs_nonzeros(fit_table, fit)),
-        Figure("loss_vs_data.png", "Loss against data per sparsity with the law's curves (Figure 3).", figures.loss_vs_data(fit_table, fit)),
+        Figure("residuals.png", "Relative residuals of the full fit: predicted / measured - 1.", figures.residuals(fit_table, fit, unit)),
+        Figure("loss_vs_nonzeros.png", "Loss minus c against non-zeros (Figure 2).", figures.loss_minus_c_vs_nonzeros(fit_table, fit, unit)),
+        Figure("loss_vs_data.png", "Loss against data, colour = non-zeros (Figure 3).", figures.loss_vs_data(fit_table, fit, unit)),
     ]
     blocks += holdout_blocks(fit, table)
-    blocks += sopt_blocks(fit.coefficients, fit_table, k, t5)
+    blocks += sopt_blocks(fit, findings, fit_table, k, t5)
     blocks += pretrained_blocks(fit, table)
     return blocks
 

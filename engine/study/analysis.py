@@ -15,7 +15,7 @@ from engine.fit.law import LawCoefficients
 from engine.fit.result import FitSettings
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import sweep_rows
-from spec.analysis import FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
+from spec.analysis import AnalysisSpec, FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
 
 
 def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
@@ -61,19 +61,29 @@ def with_pretrain_data(table: ResultsTable, runs: list[RunPlan]) -> ResultsTable
     return replace(table, extra={**table.extra, "pretrain_data": filled})
 
 
-def _fit_settings(settings: FitSettingsSpec | None, holdout: str, **extra: object) -> FitSettings:
+def _fit_settings(settings: FitSettingsSpec | None, holdout: str, analysis: AnalysisSpec | None = None,
+                  **extra: object) -> FitSettings:
+    """The engine's fit settings from the spec's `analysis:`: how to fit (`fit`), and what to derive
+    from the law (`gains`, `optimal_sparsity`, `extrapolation`; a null section derives nothing)."""
     settings = settings or FitSettingsSpec(huber_delta=1e-2, log_loss=False)  # the paper's n:m setting
+    derived: dict[str, object] = {}
+    if analysis is not None:
+        derived = {
+            "gain_sparsities": tuple(analysis.gains.sparsities) if analysis.gains else (),
+            "sopt_costs": tuple(analysis.optimal_sparsity.costs) if analysis.optimal_sparsity else (),
+            "extrapolation": tuple((p.sparsity, p.nonzeros, p.data) for p in analysis.extrapolation),
+        }
     return FitSettings(huber_delta=settings.huber_delta, log_loss=settings.log_loss, starts=settings.starts,
-                       seed=settings.seed, bootstrap=settings.bootstrap, holdout=holdout, **extra)
+                       seed=settings.seed, bootstrap=settings.bootstrap, holdout=holdout, **derived, **extra)
 
 
 def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, sweep_dir: Path) -> Path:
     from engine.fit import fit_law
     from engine.report import write_report
 
-    settings = runs[0].spec.analysis.fit
-    holdout = _holdout_expression(settings.holdout, sweep_rows(sweep_dir), runs)
-    write_report(report_dir, fit_law(table, _fit_settings(settings, holdout)), table)
+    analysis = runs[0].spec.analysis
+    holdout = _holdout_expression(analysis.fit.holdout, sweep_rows(sweep_dir), runs)
+    write_report(report_dir, fit_law(table, _fit_settings(analysis.fit, holdout, analysis)), table)
     return report_dir
 
 
