@@ -80,6 +80,17 @@ class ExtrapolationPoint(SpecModel):
     data: float = Field(gt=0, description="D, in examples (vision) or tokens (language).")
 
 
+class IsoflopSettings(SpecModel):
+    """The IsoFLOP analysis (Hoffmann et al.'s approach 2), per sparsity: runs sharing a budget
+    (N x D) form a curve whose parabola in log N gives that budget's optimal N and D; across budgets,
+    N_opt ~ C^a and D_opt ~ C^b, reported with bootstrap intervals beside what the fitted law implies."""
+
+    budget_tolerance: float = Field(
+        default=0.02, gt=0, lt=1, description="Runs whose N x D agree within this relative tolerance share a budget."
+    )
+    min_sizes: int = Field(default=3, ge=3, description="Distinct sizes a budget needs for its parabola.")
+
+
 class SpecFitSource(SpecModel):
     """The fit of another experiment spec's sweep."""
 
@@ -130,6 +141,9 @@ class AnalysisSpec(SpecModel):
     )
     extrapolation: list[ExtrapolationPoint] = Field(
         default_factory=list, description="Points (S, N, D) at which to report the law's prediction."
+    )
+    isoflop: IsoflopSettings | None = Field(
+        default=None, description="IsoFLOP analysis per budget and sparsity (needs runs sharing budgets); null to skip."
     )
     nm_refit: NmRefitSettings | None = Field(
         default=None,

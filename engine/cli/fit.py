@@ -10,6 +10,9 @@ from engine.fit.fitting import fit_law
 from engine.fit.io import parse_column_map, read_table
 from engine.fit.law import COEFFICIENT_NAMES
 from engine.fit.result import FitResult, FitSettings, load_coefficients
+from spec.analysis import IsoflopSettings
+
+ISOFLOP_DEFAULTS = IsoflopSettings()  # `--isoflop` analyses as a spec's `analysis.isoflop: {}` does
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"bootstrap resamples (default {defaults.bootstrap}; 0: none)")
     parser.add_argument("--holdout", default=defaults.holdout,
                         help=f"runs to hold out for the check: largest-nonzeros, none, or COLUMN OP NUMBER[,...] (default {defaults.holdout})")
+    parser.add_argument("--isoflop", action="store_true",
+                        help="also the IsoFLOP analysis (approach 2): runs sharing a budget N x D within 2%%, "
+                             "at least 3 sizes each")
     parser.add_argument("--freeze-dense", type=Path, default=None, metavar="FIT.json", help="fit only a_S, b_S, c_S; take b_N, a_D, b_D, c from this fit (n:m refit)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: fit/ next to RESULTS)")
     parser.add_argument("--no-report", action="store_true", help="write fit.json only")
@@ -72,14 +78,16 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, holdout=args.holdout, freeze_dense=frozen,
         freeze_dense_source=None if args.freeze_dense is None else str(args.freeze_dense),
         columns=columns or None,
+        isoflop=(ISOFLOP_DEFAULTS.budget_tolerance, ISOFLOP_DEFAULTS.min_sizes) if args.isoflop else None,
     )
     result = fit_law(table, settings)
     out_dir = args.out if args.out is not None else args.results.parent / "fit"
     try:
         if args.no_report:
-            from engine.fit.findings import derive_findings
+            from engine.fit.findings import data_unit, derive_findings, flops_per_param_example
 
-            result.write(out_dir / "fit.json", derive_findings(result, table).to_json())
+            findings = derive_findings(result, table, data_unit(table), flops_per_param_example(table))
+            result.write(out_dir / "fit.json", findings.to_json())
         else:
             from engine.report import write_report
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.fit import paper
 from engine.fit.gains import gain, gains_from_samples
 from engine.fit.io import ResultsTable
+from engine.fit.isoflop import IsoflopResult, isoflop_analysis
 from engine.fit.law import SPARSITY_COEFFICIENTS, LawCoefficients, predict_loss
 from engine.fit.result import FitResult, FittedRanges
 from engine.fit.sopt import chinchilla_multiple
@@ -57,6 +59,7 @@ class Findings:
     not_pinned: dict[str, str]  # coefficient -> why
     suggestions: list[str]  # runs that would pin the rest down
     summary: list[str]  # sentences, first thing in the report
+    isoflop: IsoflopResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         def estimate(e: Estimate | None) -> dict[str, Any] | None:
@@ -77,7 +80,30 @@ class Findings:
             "not_pinned": self.not_pinned,
             "suggestions": self.suggestions,
             "summary": self.summary,
+            "isoflop": None if self.isoflop is None else self.isoflop.to_json(),
         }
+
+
+def is_paper_t5(table: ResultsTable) -> bool:
+    return paper.dataset_fingerprint(table.sparsity, table.nonzeros, table.data, table.loss) == paper.T5_C4_FINGERPRINT
+
+
+def data_unit(table: ResultsTable) -> str:
+    """D's unit: tokens for language models (and the paper's T5 data), examples for vision."""
+    families = {str(f).lower() for f in table.extra.get("family", [])}
+    if is_paper_t5(table) or (families and families <= {"t5", "decoder"}):
+        return "tokens"
+    if families == {"vit"}:
+        return "examples"
+    return "examples or tokens"
+
+
+def flops_per_param_example(table: ResultsTable) -> float:
+    """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/planning/costs.py)."""
+    family = table.extra.get("family")
+    if is_paper_t5(table) or (family and all(str(f).lower() == "t5" for f in family)):
+        return 3.0
+    return 6.0
 
 
 def _interval(values: np.ndarray) -> tuple[float, float] | None:
@@ -184,7 +210,7 @@ def _summary(fit: FitResult, findings_parts: dict[str, Any], ranges: FittedRange
     return sentences
 
 
-def derive_findings(fit: FitResult, table: ResultsTable, unit_d: str = "examples or tokens") -> Findings:
+def derive_findings(fit: FitResult, table: ResultsTable, unit_d: str = "examples or tokens", k: float = 6.0) -> Findings:
     """Everything the report says about the fitted law, from the fit's runs (`table` is the whole
     table; the fitted rows are `fit.fit_mask`)."""
     fitted = table.select(np.asarray(fit.fit_mask))
@@ -222,8 +248,25 @@ def derive_findings(fit: FitResult, table: ResultsTable, unit_d: str = "examples
         predictions.append(((s, n, d), _estimate(float(predict_loss(law, s, n, d)), drawn, ranges.outside(s, n, d))))
     suggestions = _suggestions(fit, fitted, ranges, dense_only, not_pinned)
     summary = _summary(fit, parts, ranges, dense_only, not_pinned, suggestions, unit_d)
+    isoflop = None
+    if fit.settings.isoflop is not None:
+        tolerance, min_sizes = fit.settings.isoflop
+        isoflop = isoflop_analysis(table, fit, tolerance, min_sizes, k, fit.settings.seed)
+        summary += _isoflop_sentences(isoflop)
     return Findings(ranges=ranges, dense_only=dense_only, predictions=predictions, not_pinned=not_pinned,
-                    suggestions=suggestions, summary=summary, **parts)
+                    suggestions=suggestions, summary=summary, isoflop=isoflop, **parts)
+
+
+def _isoflop_sentences(result: IsoflopResult) -> list[str]:
+    def interval(bounds: tuple[float, float] | None) -> str:
+        return "" if bounds is None else f" [{bounds[0]:.3g}, {bounds[1]:.3g}]"
+
+    if not result.exponents:
+        return ["IsoFLOP analysis: no sparsity has two budgets with enough sizes for a parabola each."]
+    listed = "; ".join(f"S = {s:g}: N_opt ~ C^{e.a:.3g}{interval(e.a_interval)}, D_opt ~ C^{e.b:.3g}{interval(e.b_interval)}"
+                       f" ({e.budgets} budgets)" for s, e in result.exponents.items())
+    return [f"IsoFLOP analysis (approach 2): {listed}. The fitted law implies N_opt ~ C^{result.law_a[0]:.3g}"
+            f"{interval(result.law_a[1])} and D_opt ~ C^{result.law_b[0]:.3g}{interval(result.law_b[1])} at every sparsity."]
 
 
 __all__ = ["Estimate", "Findings", "derive_findings"]

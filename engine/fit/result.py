@@ -75,6 +75,7 @@ class FitSettings:
     gain_sparsities: tuple[float, ...] = tuple(SPEC_GAINS.sparsities)
     sopt_costs: tuple[str, ...] = tuple(SPEC_SOPT.costs)
     extrapolation: tuple[tuple[float, float, float], ...] = ()  # (S, N, D) points to predict
+    isoflop: tuple[float, int] | None = None  # (budget tolerance, min sizes): the IsoFLOP analysis, or off
 
     def free_coefficients(self) -> tuple[str, ...]:
         if self.freeze_dense is None:
@@ -285,6 +286,8 @@ def fit_result_from_json(document: dict[str, Any]) -> FitResult:
     for name in ("gain_sparsities", "sopt_costs"):  # JSON lists back to the tuples FitSettings holds
         if name in raw_settings:
             raw_settings[name] = tuple(raw_settings[name])
+    if raw_settings.get("isoflop") is not None:
+        raw_settings["isoflop"] = tuple(raw_settings["isoflop"])
     if "extrapolation" in raw_settings:
         raw_settings["extrapolation"] = tuple(tuple(point) for point in raw_settings["extrapolation"])
     settings = FitSettings(**raw_settings, freeze_dense=None if frozen is None else LawCoefficients.from_mapping(frozen))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.fit.findings import derive_findings
 from engine.fit.fitting import objective_at
 from engine.fit.io import ResultsTable
 from engine.fit.result import FitResult
 from engine.report.blocks import Block, Figure, to_html, to_markdown
-from engine.report.content import data_unit, is_paper_t5, report_blocks
+from engine.fit.findings import data_unit, derive_findings, flops_per_param_example, is_paper_t5
+from engine.report.content import report_blocks
 
 
 def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_json: bool = True) -> Path:
@@ -21,7 +21,7 @@ def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_j
     from engine.fit import paper
 
     paper_objective = objective_at(table, paper.T5_C4, fit.settings) if is_paper_t5(table) else None
-    findings = derive_findings(fit, table, data_unit(table))
+    findings = derive_findings(fit, table, data_unit(table), flops_per_param_example(table))
     html_path = write_blocks(out_dir, report_blocks(fit, table, findings, paper_objective), "Sparse scaling-law fit")
     if write_fit_json:
         fit.write(out_dir / "fit.json", findings.to_json())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.fit import paper
-from engine.fit.findings import COST_ALPHAS, NOT_ESTIMABLE, Estimate, Findings
+from engine.fit.findings import (
+    COST_ALPHAS, NOT_ESTIMABLE, Estimate, Findings, data_unit, flops_per_param_example, is_paper_t5,
+)
 from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
 from engine.fit.law import COEFFICIENT_NAMES, SPARSITY_COEFFICIENTS
@@ -22,20 +24,6 @@ def fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def is_paper_t5(table: ResultsTable) -> bool:
-    return paper.dataset_fingerprint(table.sparsity, table.nonzeros, table.data, table.loss) == paper.T5_C4_FINGERPRINT
-
-
-def data_unit(table: ResultsTable) -> str:
-    """D's unit: tokens for language models (and the paper's T5 data), examples for vision."""
-    families = {str(f).lower() for f in table.extra.get("family", [])}
-    if is_paper_t5(table) or (families and families <= {"t5", "decoder"}):
-        return "tokens"
-    if families == {"vit"}:
-        return "examples"
-    return "examples or tokens"
-
-
 def summary_blocks(findings: Findings) -> list[Block]:
     """What was learned, first: sentences with intervals, what is not pinned down, what would pin it."""
     return [Heading("Summary: what this data says"), *[Paragraph(sentence) for sentence in findings.summary]]
@@ -49,14 +37,6 @@ def chinchilla_blocks(findings: Findings) -> list[Block]:
             "beta = b_D, E = c.")
     return [Heading("Dense law, Chinchilla form: L = E + A / N^alpha + B / D^beta"), Paragraph(note),
             Table(["coefficient", "value [95% bootstrap interval]"], rows)]
-
-
-def flops_per_param_example(table: ResultsTable) -> float:
-    """k of C = k N D: 3 for encoder-decoder (T5) results, else 6 (engine/planning/costs.py)."""
-    family = table.extra.get("family")
-    if is_paper_t5(table) or (family and all(str(f).lower() == "t5" for f in family)):
-        return 3.0
-    return 6.0
 
 
 def coefficient_blocks(fit: FitResult, dense_only: bool = False) -> list[Block]:
@@ -213,6 +193,38 @@ def sopt_blocks(fit: FitResult, findings: Findings, table: ResultsTable, k: floa
     return blocks
 
 
+def isoflop_blocks(findings: Findings, table: ResultsTable, unit: str) -> list[Block]:
+    """Approach 2 per sparsity, beside the exponents the eq. 3 law implies."""
+    result = findings.isoflop
+    if result is None:
+        return []
+    blocks: list[Block] = [Heading("IsoFLOP analysis (Hoffmann et al.'s approach 2)")]
+    if not result.optima:
+        return [*blocks, Paragraph("No budget has enough runs of distinct sizes at one sparsity for a parabola: "
+                                   "an IsoFLOP design needs several sizes trained on the same N x D.")]
+    law = (f"{result.law_a[0]:.3g} {_bounds(result.law_a[1])}", f"{result.law_b[0]:.3g} {_bounds(result.law_b[1])}")
+    rows = [[f"S = {s:g}", str(e.budgets), f"{e.a:.3g} {_bounds(e.a_interval)}", f"{e.b:.3g} {_bounds(e.b_interval)}"]
+            for s, e in result.exponents.items()]
+    rows.append(["eq. 3 law (every S)", "", *law])
+    blocks += [
+        Paragraph("Runs that share a budget (N x D within the tolerance) and a sparsity form an IsoFLOP curve; "
+                  "the minimum of a parabola in log N gives the budget's optimal N and D. Exponents: N_opt ~ C^a, "
+                  "D_opt ~ C^b, fitted across budgets, with 95% bootstrap intervals over the runs of each budget; "
+                  "the law's are b_D / (b_N + b_D) and b_N / (b_N + b_D)."),
+        Table(["sparsity", "budgets", "a (N_opt ~ C^a)", "b (D_opt ~ C^b)"], rows),
+        Table(["S", "budget C (FLOPs)", "runs", "N_opt", f"D_opt ({unit})", "minimum within the sizes"],
+              [[f"{o.sparsity:g}", f"{o.flops:.3g}", str(o.runs), f"{o.nonzeros_opt:.4g}", f"{o.data_opt:.4g}",
+                "yes" if o.inside else "no: extrapolated"] for o in result.optima]),
+        Figure("isoflop.png", "IsoFLOP curves and the optimal size per budget.",
+               figures.isoflop(table, result, result.law_a[0], unit)),
+    ]
+    return blocks
+
+
+def _bounds(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
 def pretrained_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
     """Table 4 for pretrained rows in a fitted table, through this fit's law."""
     from engine.report.studies import pretrained_vs_scratch_blocks
@@ -301,6 +313,7 @@ def report_blocks(fit: FitResult, table: ResultsTable, findings: Findings,
     ]
     blocks += holdout_blocks(fit, table)
     blocks += sopt_blocks(fit, findings, fit_table, k, t5)
+    blocks += isoflop_blocks(findings, fit_table, unit)
     blocks += pretrained_blocks(fit, table)
     return blocks
 

@@ -23,6 +23,7 @@ from matplotlib.colors import BoundaryNorm, LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from engine.fit.io import ResultsTable  # noqa: E402
+from engine.fit.isoflop import IsoflopResult  # noqa: E402
 from engine.fit.law import LawCoefficients, predict_loss  # noqa: E402
 from engine.fit.result import FitResult  # noqa: E402
 from engine.fit.sopt import chinchilla_data, chinchilla_multiple, chinchilla_nonzeros, optimal_sparsity  # noqa: E402
@@ -344,4 +345,44 @@ def convergence(fit: FitResult) -> bytes:
         axis.set_ylabel("bootstrap resamples")
         axis.set_title(f"Bootstrap distribution of the gains ({fit.bootstrap_samples.shape[0]} resamples)", fontsize=9)
         axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def isoflop(table: ResultsTable, result: IsoflopResult, law_a: float, unit: str) -> bytes:
+    """IsoFLOP curves (loss vs N per budget, a parabola each, the optimum marked) and N_opt(C)
+    across budgets, with the exponent fitted per sparsity and the law's (dashed)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.4), layout="constrained")
+    budgets = np.array([o.flops for o in result.optima])
+    norm = LogNorm(budgets.min(), budgets.max() * (1 + 1e-9))
+    group, labels, _ = sparsity_groups(np.array([o.sparsity for o in result.optima]))
+    for o in result.optima:
+        rows = (table.sparsity == o.sparsity) & (np.abs(np.log(table.nonzeros * table.data / o.budget_nd)) < 0.05)
+        colour = plt.cm.viridis(norm(o.flops))
+        left.scatter(table.nonzeros[rows], table.loss[rows], s=14, color=colour)
+        left.axvline(o.nonzeros_opt, color=colour, lw=0.6, ls=":")
+    figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=left, label="budget C (FLOPs)")
+    _log_axis(left, "x")
+    left.set_xlabel("non-zeros N")
+    left.set_ylabel("loss")
+    left.set_title("IsoFLOP curves (points: runs; dotted: each budget's optimum)", fontsize=9)
+    left.grid(alpha=0.3)
+    for i, label in enumerate(labels):
+        points = [o for o, g in zip(result.optima, group, strict=True) if g == i]
+        c = np.array([o.flops for o in points])
+        n = np.array([o.nonzeros_opt for o in points])
+        right.scatter(c, n, color=_group_colour(i), s=24, label=label)
+        if len(points) >= 2:
+            slope, intercept = np.polyfit(np.log(c), np.log(n), 1)
+            grid = np.geomspace(c.min(), c.max(), 20)
+            right.plot(grid, np.exp(intercept) * grid**slope, color=_group_colour(i), lw=1)
+            right.plot(grid, n[0] * (grid / c[0]) ** law_a, color=_group_colour(i), lw=1, ls="--")
+    right.plot([], [], color="grey", lw=1, label="fit across budgets: N_opt ~ C^a")
+    right.plot([], [], color="grey", lw=1, ls="--", label=f"the law's exponent ({law_a:.3g})")
+    _log_axis(right, "x")
+    _log_axis(right, "y")
+    right.set_xlabel("budget C (FLOPs)")
+    right.set_ylabel("optimal non-zeros N_opt")
+    right.set_title(f"N_opt per budget (D_opt = C / (k N_opt c_mul), in {unit})", fontsize=9)
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
     return _png(figure)

@@ -72,6 +72,7 @@ def _fit_settings(settings: FitSettingsSpec | None, holdout: str, analysis: Anal
             "gain_sparsities": tuple(analysis.gains.sparsities) if analysis.gains else (),
             "sopt_costs": tuple(analysis.optimal_sparsity.costs) if analysis.optimal_sparsity else (),
             "extrapolation": tuple((p.sparsity, p.nonzeros, p.data) for p in analysis.extrapolation),
+            "isoflop": None if analysis.isoflop is None else (analysis.isoflop.budget_tolerance, analysis.isoflop.min_sizes),
         }
     return FitSettings(huber_delta=settings.huber_delta, log_loss=settings.log_loss, starts=settings.starts,
                        seed=settings.seed, bootstrap=settings.bootstrap, holdout=holdout, **derived, **extra)
