@@ -4,13 +4,12 @@ from) or a sweep output directory (results.csv; fitted with default settings if 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from engine.errors import UserError
 from engine.fit.fitting import fit_law
 from engine.fit.io import read_table
-from engine.fit.result import FitSettings, fit_result_from_json
+from engine.fit.result import FitSettings, find_fit_json, load_fit_with_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,23 +25,9 @@ def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     if not directory.is_dir():
         raise UserError(f"{directory}: not a directory")
-    fit_json = next((p for p in (directory / "fit.json", directory / "report" / "fit.json") if p.is_file()), None)
+    fit_json = find_fit_json(directory)
     if fit_json is not None:
-        try:
-            document = json.loads(fit_json.read_text())
-        except json.JSONDecodeError as error:
-            raise UserError(f"{fit_json}: not valid JSON ({error.msg})") from error
-        source = Path(document.get("provenance", {}).get("data_source", ""))
-        if not source.is_absolute():
-            candidates = [Path.cwd() / source, fit_json.parent / source, directory / "results.csv"]
-        else:
-            candidates = [source, directory / "results.csv"]
-        results = next((p for p in candidates if p.is_file()), None)
-        if results is None:
-            raise UserError(f"{fit_json}: its results table {source} is not found")
-        columns = document.get("settings", {}).get("columns") or {}
-        table = read_table(results, columns)
-        result = fit_result_from_json(document)
+        result, table = load_fit_with_table(fit_json)
         out_dir = args.out or fit_json.parent
         write_report(out_dir, result, table, write_fit_json=out_dir != fit_json.parent)
     else:

@@ -316,3 +316,32 @@ def fit_result_from_json(document: dict[str, Any]) -> FitResult:
             predicted=[float(v) for v in holdout["predicted"]], measured=[float(v) for v in holdout["measured"]],
         ),
     )
+
+
+def find_fit_json(path: Path) -> Path | None:
+    """A fit.json given directly, or in a fit directory, or in a sweep's report/."""
+    if path.is_file():
+        return path
+    return next((p for p in (path / "fit.json", path / "report" / "fit.json") if p.is_file()), None)
+
+
+def load_fit_with_table(fit_json: Path) -> tuple[FitResult, ResultsTable]:
+    """A fit.json and the results table it was fitted to (found through its provenance: as recorded,
+    relative to the working directory or to the fit, or the sweep's results.csv beside it)."""
+    from engine.fit.io import read_table
+
+    try:
+        document = json.loads(fit_json.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{fit_json}: not valid JSON ({error.msg})") from error
+    except OSError as error:
+        raise UserError(f"{fit_json}: cannot read ({error.strerror or error})") from error
+    source = Path(document.get("provenance", {}).get("data_source", ""))
+    sweep_results = fit_json.parent.parent / "results.csv"  # <sweep>/report/fit.json
+    candidates = [source, sweep_results] if source.is_absolute() else [
+        Path.cwd() / source, fit_json.parent / source, fit_json.parent / "results.csv", sweep_results]
+    results = next((p for p in candidates if p.is_file()), None)
+    if results is None:
+        raise UserError(f"{fit_json}: its results table {source} is not found")
+    table = read_table(results, document.get("settings", {}).get("columns") or {})
+    return fit_result_from_json(document), table
