@@ -91,6 +91,31 @@ class IsoflopSettings(SpecModel):
     min_sizes: int = Field(default=3, ge=3, description="Distinct sizes a budget needs for its parabola.")
 
 
+class DesignSettings(SpecModel):
+    """An adaptive study: the sweep is the candidate grid; `engine run` trains the `initial` runs,
+    then alternates fit -> suggest -> train (engine suggest's design) until the target's bootstrap
+    standard deviation is below `stop_sd`, `rounds` are done, or `budget` is spent."""
+
+    target: str = Field(
+        pattern=r"^(all|a_S|b_S|c_S|b_N|a_D|b_D|c|gain:[^,]+|loss:[^,]+,[^,]+,[^,]+|sopt:[^,]+,[^,]+)$",
+        description="What to pin down: gain:S, a coefficient (e.g. b_N), loss:S,N,D, sopt:N,C, or all (D-optimal).",
+        examples=["gain:0.75"],
+    )
+    initial: dict[str, list[Any]] = Field(
+        min_length=1,
+        description="The runs trained first: sweep axis path -> the values of that axis to take (their product).",
+        examples=[{"model.nonzeros": [5000, 40000], "sparsity.level": [0.0, 0.75], "data.steps": [150, 600]}],
+    )
+    budget: float = Field(
+        gt=0, description="Training FLOPs the rounds may spend, as a multiple of the initial runs' FLOPs (dense costs)."
+    )
+    rounds: int = Field(default=3, ge=1, description="Fit -> suggest -> train rounds at most.")
+    batch: int = Field(default=4, ge=1, description="Runs proposed per round.")
+    stop_sd: float | None = Field(
+        default=None, gt=0, description="Stop once the target's bootstrap standard deviation is below this; null: never early."
+    )
+
+
 class SpecFitSource(SpecModel):
     """The fit of another experiment spec's sweep."""
 
@@ -144,6 +169,9 @@ class AnalysisSpec(SpecModel):
     )
     isoflop: IsoflopSettings | None = Field(
         default=None, description="IsoFLOP analysis per budget and sparsity (needs runs sharing budgets); null to skip."
+    )
+    design: DesignSettings | None = Field(
+        default=None, description="An adaptive study (fit -> suggest -> train rounds over the sweep's grid); null: train the whole grid."
     )
     nm_refit: NmRefitSettings | None = Field(
         default=None,

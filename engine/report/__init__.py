@@ -16,13 +16,16 @@ from engine.fit.findings import data_unit, derive_findings, flops_per_param_exam
 from engine.report.content import report_blocks
 
 
-def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_json: bool = True) -> Path:
-    """Write the report for `fit` (made from `table`) into out_dir; returns index.html's path."""
+def write_report(out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_json: bool = True,
+                 extra_blocks: list[Block] | None = None) -> Path:
+    """Write the report for `fit` (made from `table`) into out_dir, with `extra_blocks` (a study's
+    own sections) at the end; returns index.html's path."""
     from engine.fit import paper
 
     paper_objective = objective_at(table, paper.T5_C4, fit.settings) if is_paper_t5(table) else None
     findings = derive_findings(fit, table, data_unit(table), flops_per_param_example(table))
-    html_path = write_blocks(out_dir, report_blocks(fit, table, findings, paper_objective), "Sparse scaling-law fit")
+    blocks = report_blocks(fit, table, findings, paper_objective) + (extra_blocks or [])
+    html_path = write_blocks(out_dir, blocks, "Sparse scaling-law fit")
     if write_fit_json:
         fit.write(out_dir / "fit.json", findings.to_json())
     return html_path

@@ -213,3 +213,23 @@ def pretrained_figure(law: LawCoefficients, table: ResultsTable, rows_idx: np.nd
         axis.plot(n, predict_loss(law, s * ones, n, table.data[order]), color=colour, ls="--", lw=1)
         axis.plot(n, predict_loss(law, s * ones, n, table.data[order] + pretrain[order]), color=colour, lw=1)
     return _loss_vs_nonzeros_png(figure, axis, "Pruned pretrained vs the from-scratch law")
+
+
+def design_blocks(summary: dict) -> list[Block]:
+    """An adaptive study's rounds (engine/study/adaptive.py): the target before each round and at the
+    end, and the compute spent against the whole grid's."""
+    def interval(values: list[float] | None) -> str:
+        return "" if not values else f"[{values[0]:.4g}, {values[1]:.4g}]"
+
+    rows = [[str(r["round"]), str(len(r["run_ids"])), f"{r['target_sd']:.4g}", interval(r["target_interval"]),
+             f"{r['flops_spent']:.3g}"] for r in summary["rounds"]]
+    rows.append(["final", "", f"{summary['final_sd']:.4g}", interval(summary["final_interval"]), ""])
+    return [
+        Heading(f"Adaptive design: {summary['target']}"),
+        Paragraph(
+            f"The initial runs, then rounds of fit -> suggest -> train (`engine suggest`'s design). Spent "
+            f"{summary['flops_spent']:.3g} training FLOPs (dense costs), {100 * summary['share_of_grid']:.0f}% of the "
+            f"{summary['grid_flops']:.3g} the whole candidate grid would cost. Each row is the fit before that round."
+        ),
+        Table(["round", "runs", "target sd", "95% interval", "FLOPs spent by rounds"], rows),
+    ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from rich.console import Console
 from engine.errors import UserError
 from engine.fit.io import ResultsTable
 from engine.fit.law import LawCoefficients
-from engine.fit.result import FitSettings
+from engine.fit.result import FitResult, FitSettings
 from engine.planning.plan import RunPlan, plan_experiment
-from engine.results import sweep_rows
+from engine.results import atomic_write_text, sweep_rows
 from spec.analysis import AnalysisSpec, FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
 
 
@@ -35,7 +36,7 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
     report_dir = sweep_dir / "report"
     spec_dir = runs[0].spec_dir
     if analysis.nm_refit is None and analysis.pretrained_vs_scratch is None:
-        return _fit_report(runs, table, report_dir, sweep_dir)
+        return _fit_report(runs, report_dir, sweep_dir)
     blocks = []
     if analysis.nm_refit is not None:
         blocks += _nm_refit(analysis, table, spec_dir, report_dir)
@@ -78,14 +79,42 @@ def _fit_settings(settings: FitSettingsSpec | None, holdout: str, analysis: Anal
                        seed=settings.seed, bootstrap=settings.bootstrap, holdout=holdout, **derived, **extra)
 
 
-def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, sweep_dir: Path) -> Path:
-    from engine.fit import fit_law
-    from engine.report import write_report
+def fit_sweep(runs: list[RunPlan], sweep_dir: Path) -> tuple[FitResult, ResultsTable]:
+    """The law fitted to the sweep's results as the spec's `analysis:` says."""
+    from engine.fit import fit_law, read_table
 
     analysis = runs[0].spec.analysis
+    if analysis.fit is None:
+        raise UserError("analysis.fit is null: nothing to fit (analysis.design needs a fit)")
+    table = read_table(sweep_dir / "results.csv")
     holdout = _holdout_expression(analysis.fit.holdout, sweep_rows(sweep_dir), runs)
-    write_report(report_dir, fit_law(table, _fit_settings(analysis.fit, holdout, analysis)), table)
+    return fit_law(table, _fit_settings(analysis.fit, holdout, analysis)), table
+
+
+def _fit_report(runs: list[RunPlan], report_dir: Path, sweep_dir: Path) -> Path:
+    from engine.report import write_report
+
+    fit, table = fit_sweep(runs, sweep_dir)
+    extra = _design_blocks(runs, fit, table, sweep_dir) if runs[0].spec.analysis.design is not None else []
+    write_report(report_dir, fit, table, extra_blocks=extra)
     return report_dir
+
+
+def _design_blocks(runs: list[RunPlan], fit: FitResult, table: ResultsTable, sweep_dir: Path) -> list:
+    """The adaptive design's rounds: the target per round and the compute, beside the whole grid's."""
+    from engine.fit.design import parse_target
+    from engine.fit.findings import flops_per_param_example
+    from engine.report.studies import design_blocks
+    from engine.study import adaptive
+
+    design = runs[0].spec.analysis.design
+    sd, interval = adaptive.target_spread(fit, parse_target(design.target), flops_per_param_example(table))
+    initial_flops = sum(run.flops_dense for run in adaptive.initial_runs(runs, design))
+    summary = adaptive.design_summary(adaptive.read_rounds(sweep_dir), sd, interval, initial_flops,
+                                      sum(run.flops_dense for run in runs), design.target)
+    (sweep_dir / "report").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "report" / "design.json", json.dumps(summary, indent=1) + "\n")
+    return design_blocks(summary)
 
 
 def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:

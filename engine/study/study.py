@@ -53,6 +53,7 @@ class Study:
     def __init__(self, spec: Path, options: StudyOptions, console: Console, chain: tuple[Path, ...] = ()) -> None:
         self.spec, self.options, self.console = spec, options, console
         self.chain = chain  # the specs that led here through dependencies (to refuse a cycle)
+        self.failed = 0  # runs that failed in this study (the others are still fitted)
 
     def run(self) -> int:
         """Train what the spec lacks, then fit and report. The exit code: 0 done, 1 a run failed,
@@ -61,9 +62,25 @@ class Study:
         if code != 0:
             return code
         runs = self.plan()  # sources may have been trained just now: plan again
+        if runs[0].spec.analysis.design is not None:
+            return self.run_adaptive(runs)
         selected = self.selected(runs)
         check_pretrained_sources(selected)  # before anything of this sweep is written
+        code = self.train_selected(runs, selected)
+        if code is not None:
+            return code
+        from engine.study.sweep import is_primary
+
+        if is_primary() and self.options.report:  # process 0 fits and reports
+            self.analyse(runs)
+        return 1 if self.failed else 0
+
+    def train_selected(self, runs: list[RunPlan], selected: list[RunPlan]) -> int | None:
+        """Train `selected`; None when the study may go on to fit (failed runs are counted in
+        self.failed: the fit uses the others, the exit code says so), else the exit code to stop
+        with (75 preempted, 1 fail_fast, or when other processes still hold runs)."""
         summary = self.train(runs, selected)
+        self.failed += summary.failed
         self.console.print(f"{runs[0].experiment}: trained {summary.trained}, skipped {summary.skipped}, "
                            f"failed {summary.failed}")
         if summary.preempted:
@@ -71,15 +88,40 @@ class Study:
         if summary.stopped_early:
             self.console.print("stopped at the first failure (run.failure_policy: fail_fast)")
             return 1
-        from engine.study.sweep import is_primary
-
-        if not is_primary():
-            return 1 if summary.failed else 0  # process 0 fits and reports
         if summary.busy:  # other processes are still training some runs: they fit when done
             self.console.print(f"fit and report skipped: {summary.busy} runs are being trained by other processes")
-        elif self.options.report:
+            return 1 if self.failed else 0
+        return None
+
+    def run_adaptive(self, runs: list[RunPlan]) -> int:
+        """`analysis.design`: the initial runs, then fit -> suggest -> train rounds (adaptive.py)."""
+        from engine.fit.findings import flops_per_param_example
+        from engine.study import adaptive
+        from engine.study.analysis import fit_sweep
+
+        if self.options.only or self.options.run_ids:
+            raise UserError("--only and --run-id do not combine with analysis.design: the design chooses the runs")
+        design = runs[0].spec.analysis.design
+        sweep_dir = runs[0].run_dir.parent
+        initial = adaptive.initial_runs(runs, design)
+        budget = design.budget * sum(run.flops_dense for run in initial)
+        rounds = adaptive.read_rounds(sweep_dir)
+        while True:
+            wanted = {run.run_id for run in initial} | {run_id for r in rounds for run_id in r.run_ids}
+            code = self.train_selected(runs, [run for run in runs if run.run_id in wanted])
+            if code is not None:
+                return code
+            runs = self.plan()  # statuses as they are now
+            fit, table = fit_sweep(runs, sweep_dir)
+            chosen = adaptive.next_round(fit, table, runs, design, rounds, budget, flops_per_param_example(table),
+                                         self.console)
+            if chosen is None:
+                break
+            rounds.append(chosen)
+            adaptive.record_round(sweep_dir, rounds)  # before training: a resumed study trains the same runs
+        if self.options.report:
             self.analyse(runs)
-        return 1 if summary.failed else 0
+        return 1 if self.failed else 0
 
     def plan(self) -> list[RunPlan]:
         """Every run of the spec (with the --set overrides), in sweep order."""
