@@ -99,8 +99,13 @@ class Study:
         from engine.study import adaptive
         from engine.study.analysis import fit_sweep
 
+        import jax
+
         if self.options.only or self.options.run_ids:
             raise UserError("--only and --run-id do not combine with analysis.design: the design chooses the runs")
+        if jax.process_count() > 1:  # the rounds are chosen by one process; the others could not follow
+            raise UserError("analysis.design runs on one process: start it without jax.distributed "
+                            "(use --executor ray or slurm to spread each round's runs)")
         design = runs[0].spec.analysis.design
         sweep_dir = runs[0].run_dir.parent
         initial = adaptive.initial_runs(runs, design)
