@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 from bench import reference_step
 from bench.timing import interleaved_medians, matmul_flops, matmul_peak_flops
-from engine.training.build import build_setup
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.sparsity import compute_masks, sparsified_tree
 from engine.sparsity.masks import apply_masks
-from engine.training.parallel import replicate
+from engine.training.build import build_setup
 from engine.training.loop import RunSetup, TrainState, initial_state, programs_for, train_step
+from engine.training.parallel import replicate
 
 REPO = Path(__file__).resolve().parents[1]
 VIT_SPEC = REPO / "experiments" / "vit_sweep.yaml"
@@ -187,16 +187,17 @@ def sparse_vs_dense(d_model: int, steps: int, working_dir: Path, samples: int) -
         batch = device_batch(setup) if batch is None else batch
         step = engine_step_fn(setup, donate=False)
         plain = state_at(setup, between, sparsity, pattern)
-        candidates[label] = lambda step=step, plain=plain: step(plain, batch)[1]
+        candidates[label] = lambda step=step, plain=plain, batch=batch: step(plain, batch)[1]
         if sparsity == 0:
             model, optimizer = hand_written_for(run, setup)
             hand_step = reference_step.make_step(model, optimizer, donate=False)
             params = reference_step.engine_params_to_hand_written(initial_state(setup).params)
             hand_state = (params, optimizer.init(params))
-            candidates["hand-written dense"] = lambda: hand_step(hand_state, batch)[1]
+            candidates["hand-written dense"] = lambda hand_step=hand_step, hand_state=hand_state, batch=batch: (
+                hand_step(hand_state, batch)[1])
         else:
             update = state_at(setup, on_update, sparsity, pattern)
-            candidates[label + " update"] = lambda step=step, update=update: step(update, batch)[1]
+            candidates[label + " update"] = lambda step=step, update=update, batch=batch: step(update, batch)[1]
     times = interleaved_medians(candidates, samples)
     sparse_labels = [label for label in variants if label != "dense"]
     return SparseVsDense(d_model, times["dense"], times["hand-written dense"], {k: times[k] for k in sparse_labels},

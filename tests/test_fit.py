@@ -44,7 +44,7 @@ def test_t5_fit_outputs(t5_fit) -> None:
     assert all(v > 0 for v in fit.coefficients.as_dict().values())
     assert fit.bootstrap_samples is not None and fit.bootstrap_samples.shape == (40, 7)
     intervals = fit.intervals()
-    for name, (low, high) in intervals.items():
+    for low, high in intervals.values():
         assert low <= high
     # The data term and c are not pinned down by three training lengths; b_N is.
     unclear = fit.poorly_determined()

@@ -13,8 +13,10 @@ from engine.fit import FitSettings, fit_law, paper, table_from_arrays
 from engine.fit.isoflop import budget_groups, isoflop_analysis, parabola_minimum
 from engine.fit.law import predict_loss
 
+BUDGETS = tuple(np.geomspace(1e17, 1e20, 6))
 
-def isoflop_table(law, sparsities=(0.0, 0.5), budgets=np.geomspace(1e17, 1e20, 6), sizes=13, noise=0.002, seed=0):
+
+def isoflop_table(law, sparsities=(0.0, 0.5), budgets=BUDGETS, sizes=13, noise=0.002, seed=0):  # noqa: ANN001
     """Per sparsity and budget N x D = C / 6, sizes spread 1/8..8 around the law's optimum."""
     rng = np.random.default_rng(seed)
     s_all, n_all, d_all = [], [], []

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import read_table
 from engine.fit.sopt import chinchilla_data, chinchilla_multiple, optimal_sparsity
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_T5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "t5-data.csv"

@@ -3,9 +3,9 @@ each checked against direct numerical minimisation."""
 
 import numpy as np
 import pytest
+from helpers import optimal_sparsity_numerical
 from scipy.optimize import minimize_scalar
 
-from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.law import predict_loss
 from engine.fit.sopt import (
@@ -14,7 +14,7 @@ from engine.fit.sopt import (
     contour_compute,
     optimal_sparsity,
 )
-from helpers import optimal_sparsity_numerical
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 
 LAWS = [paper.VIT_JFT, paper.T5_C4, paper.T5_C4_NM]
 ALPHAS = [DENSE_COST_ALPHA, pruning_cost_alpha(), pruning_cost_alpha(0.0, 1.0), 0.05]
@@ -49,7 +49,7 @@ def test_contour_is_where_that_sparsity_is_optimal(law) -> None:
 def test_chinchilla_line_minimises_the_dense_law_at_fixed_compute(law) -> None:
     k = 6.0
     for compute in (1e18, 1e21):
-        def loss_at(log_n: float) -> float:
+        def loss_at(log_n: float, compute: float = compute) -> float:
             n = np.exp(log_n)
             return float(predict_loss(law, 0.0, n, compute / (k * n)))
 

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from engine.training import optim
 from engine import sparsity as sp
+from engine.training import optim
 
 
 def _half_pruned(seed: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -85,10 +85,11 @@ def test_without_masks_matches_optax_unfactored_adafactor() -> None:
     ours, reference = optim.adafactor(0.01), optax.adafactor(0.01, factored=False)
     state_ours, state_ref = ours.init(params), reference.init(params)
     for i in range(4):
-        grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(10 + i), p.shape), params)
+        keys = dict.fromkeys(params, jax.random.key(10 + i))  # one key per leaf name, as a pytree
+        grads = jax.tree.map(lambda p, key: jax.random.normal(key, p.shape), params, keys)
         u_ours, state_ours = ours.update(grads, state_ours, params)
         u_ref, state_ref = reference.update(grads, state_ref, params)
-        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_ref)):
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_ref), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
         params = optax.apply_updates(params, u_ours)
 

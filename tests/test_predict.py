@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.planning.costs import pruning_cost_alpha
 from engine.fit import paper
 from engine.fit.law import predict_loss
 from engine.fit.sopt import optimal_sparsity
+from engine.planning.costs import pruning_cost_alpha
 
 T5_YAML = "a_S: 16.8\nb_S: 0.722\nc_S: 4.50e1\nb_N: 0.245\na_D: 6.90e8\nb_D: 0.203\nc: 0.651\n"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,10 +9,10 @@ import optax
 import pytest
 
 from engine import models
-from engine.training import optim
 from engine import sparsity as sp
 from engine.planning.sizing import ModelDims, nonzeros_at
 from engine.sparsity.pruning import _scheduled_keep, with_final_keep
+from engine.training import optim
 
 # --- schedules ---------------------------------------------------------------------------------
 

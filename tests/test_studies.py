@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.study.analysis import nm_refit_groups
 from engine.fit import paper
 from engine.fit.gains import gain
 from engine.fit.io import table_from_arrays
@@ -16,6 +15,7 @@ from engine.fit.result import FitSettings
 from engine.report import write_blocks
 from engine.report.blocks import Table
 from engine.report.studies import nm_refit_blocks, pretrained_vs_scratch_blocks
+from engine.study.analysis import nm_refit_groups
 
 DENSE = paper.T5_C4
 # n:m laws agree with the dense law at S = 0 (a_S + c_S = 61.8, T5's): S = 0 has no pattern.
@@ -85,8 +85,8 @@ def test_pretrained_vs_scratch_table_is_the_data_equivalence() -> None:
     table = table_from_arrays(sparsity, nonzeros, prune_data, loss, extra)
     blocks = pretrained_vs_scratch_blocks(law, "vit.json", table)
     layout, _, detail = [b for b in blocks if isinstance(b, Table)]
-    expected = [data_equivalence(law, s, n, l, d, p)
-                for s, n, l, d, p in zip(sparsity, nonzeros, loss, prune_data, pretrain, strict=True)]
+    expected = [data_equivalence(law, s, n, value, d, p)
+                for s, n, value, d, p in zip(sparsity, nonzeros, loss, prune_data, pretrain, strict=True)]
     assert [e.excluding_pretraining for e in expected] == pytest.approx([3.0, 5.0, 0.5], rel=1e-6)
     assert [row[-2] for row in detail.rows] == ["3x", "5x", "0.5x"]
     assert detail.rows[0][-1] == f"{expected[0].including_pretraining:.3g}x"

@@ -150,9 +150,10 @@ def check_enough_rows(rows: int, settings: FitSettings, what: str = "the fit") -
         )
 
 
-def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitResult:
+def fit_law(table: ResultsTable, settings: FitSettings | None = None) -> FitResult:
     """Fit eq. 3 to the table's from-scratch runs; see module docstring. Raises UserError on bad
-    settings or too little data."""
+    settings or too little data. Without settings: FitSettings() (the spec's defaults)."""
+    settings = settings or FitSettings()
     if settings.huber_delta <= 0:
         raise UserError(f"--huber-delta must be positive, got {settings.huber_delta}", exit_code=2)
     if settings.starts < 1:
@@ -186,7 +187,8 @@ def fit_law(table: ResultsTable, settings: FitSettings = FitSettings()) -> FitRe
         holdout = HoldoutCheck(
             expression=settings.holdout, rows=[int(r) for r in rows], coefficients=held_coefficients,
             objective=float(held_solution.mean_huber[held_best]),
-            predicted=[float(v) for v in predict_loss(held_coefficients, table.sparsity[rows], table.nonzeros[rows], table.data[rows])],
+            predicted=[float(v) for v in predict_loss(
+                held_coefficients, table.sparsity[rows], table.nonzeros[rows], table.data[rows])],
             measured=[float(v) for v in table.loss[rows]],
         )
 

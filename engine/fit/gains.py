@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.fit.law import LawCoefficients
 
+
 def gain(coefficients: LawCoefficients, sparsity: float | np.ndarray) -> np.ndarray:
     """Dense size multiplier matching a sparse model with the same data (eq. 7):
     gain(S) = ((a_S (1 - S)^b_S + c_S) / (a_S + c_S))^(-1 / b_N).

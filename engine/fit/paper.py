@@ -91,8 +91,8 @@ def dataset_fingerprint(
     """Order-independent fingerprint of a results table's four canonical columns (10 significant
     digits), used to recognise the paper's T5 sweep whatever file format or row order it comes in."""
     rows = sorted(
-        f"{s:.10g},{n:.10g},{d:.10g},{l:.10g}"
-        for s, n, d, l in zip(sparsity, nonzeros, data, loss, strict=True)
+        f"{s:.10g},{n:.10g},{d:.10g},{value:.10g}"
+        for s, n, d, value in zip(sparsity, nonzeros, data, loss, strict=True)
     )
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 

@@ -60,8 +60,8 @@ def equivalence_table(
     pretrain_data: np.ndarray,
 ) -> list[DataEquivalence]:
     return [
-        data_equivalence(coefficients, float(s), float(n), float(l), float(dp), float(dpre))
-        for s, n, l, dp, dpre in zip(
+        data_equivalence(coefficients, float(s), float(n), float(value), float(dp), float(dpre))
+        for s, n, value, dp, dpre in zip(
             sparsity, nonzeros, measured_loss, prune_data, pretrain_data, strict=True
         )
     ]

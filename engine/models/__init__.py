@@ -16,7 +16,8 @@ evaluation over many batches aggregates to exactly the same definition.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

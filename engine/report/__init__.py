@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.fit.findings import data_unit, derive_findings, flops_per_param_example, is_paper_t5
 from engine.fit.fitting import objective_at
 from engine.fit.io import ResultsTable
 from engine.fit.result import FitResult
 from engine.report.blocks import Block, Figure, to_html, to_markdown
-from engine.fit.findings import data_unit, derive_findings, flops_per_param_example, is_paper_t5
 from engine.report.content import report_blocks
 
 

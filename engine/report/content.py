@@ -6,7 +6,13 @@ import numpy as np
 
 from engine.fit import paper
 from engine.fit.findings import (
-    COST_ALPHAS, NOT_ESTIMABLE, Estimate, Findings, data_unit, flops_per_param_example, is_paper_t5,
+    COST_ALPHAS,
+    NOT_ESTIMABLE,
+    Estimate,
+    Findings,
+    data_unit,
+    flops_per_param_example,
+    is_paper_t5,
 )
 from engine.fit.gains import gain
 from engine.fit.io import ResultsTable
@@ -109,7 +115,8 @@ def prediction_blocks(findings: Findings, unit: str) -> list[Block]:
 def diagnostics_blocks(fit: FitResult) -> list[Block]:
     d = fit.diagnostics
     eig = d.hessian_eigenvalues
-    flattest = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(d.flattest_direction.items(), key=lambda kv: -abs(kv[1])) if abs(v) > 0.1)
+    by_weight = sorted(d.flattest_direction.items(), key=lambda kv: -abs(kv[1]))
+    flattest = ", ".join(f"{k} {v:+.2f}" for k, v in by_weight if abs(v) > 0.1)
     text = (
         f"Verdict: **{d.verdict}**. {d.agreeing_starts} of {d.total_starts} random starts reached the best fit "
         f"(objective within 1e-9 relative, and every coefficient within 1e-4 relative or every fitted run's "
@@ -131,16 +138,19 @@ def diagnostics_blocks(fit: FitResult) -> list[Block]:
             "gradient was below 1e-4 (they were still moving along the flat direction above); they are kept "
             "at the point reached, so intervals along that direction are, if anything, too narrow."
         ))
-    blocks.append(Figure("convergence.png", "End objective of every start; bootstrap distribution of the gains.", figures.convergence(fit)))
+    blocks.append(Figure("convergence.png", "End objective of every start; bootstrap distribution of the gains.",
+                         figures.convergence(fit)))
     return blocks
 
 
 def holdout_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
     if fit.holdout is None:
-        return [Heading("Held-out check"), Paragraph("No held-out check (none requested, or too few runs left to fit without them).")]
+        return [Heading("Held-out check"),
+                Paragraph("No held-out check (none requested, or too few runs left to fit without them).")]
     h = fit.holdout
     rows = [
-        [fmt(table.sparsity[r], 3), fmt(table.nonzeros[r], 4), fmt(table.data[r], 4), fmt(m, 5), fmt(p, 5), f"{100 * (p / m - 1):+.2f}%"]
+        [fmt(table.sparsity[r], 3), fmt(table.nonzeros[r], 4), fmt(table.data[r], 4), fmt(m, 5), fmt(p, 5),
+         f"{100 * (p / m - 1):+.2f}%"]
         for r, m, p in zip(h.rows, h.measured, h.predicted, strict=True)
     ]
     return [
@@ -236,7 +246,8 @@ def pretrained_blocks(fit: FitResult, table: ResultsTable) -> list[Block]:
 
 def paper_comparison_blocks(fit: FitResult, table: ResultsTable, paper_objective: float, paper_gradient: float) -> list[Block]:
     rows = [[name, fmt(getattr(paper.T5_C4, name), 3), fmt(getattr(fit.coefficients, name), 4)] for name in COEFFICIENT_NAMES]
-    rows.append(["Error (mean Huber)", f"{paper.TABLE_7_ERROR['t5_c4']:.3g} (printed); {paper_objective:.4g} recomputed", f"{fit.objective:.4g}"])
+    printed = paper.TABLE_7_ERROR["t5_c4"]
+    rows.append(["Error (mean Huber)", f"{printed:.3g} (printed); {paper_objective:.4g} recomputed", f"{fit.objective:.4g}"])
     ours_vs = ", ".join(f"{gain(paper.T5_C4, s):.3f}" for s in paper.TABLE_2_SPARSITIES)
     return [
         Heading("Comparison with the paper (this is the paper's T5/C4 sweep)"),
@@ -249,11 +260,12 @@ def paper_comparison_blocks(fit: FitResult, table: ResultsTable, paper_objective
             "tolerances (gtol 1e-5 on a gradient that is itself of order 1e-5 or less), so its 25 starts stopped "
             "early, between about 7.6e-6 and 1.4e-5, wherever they happened to be; the paper reports the best. "
             f"Minimised to convergence ({fit.diagnostics.agreeing_starts} of {fit.diagnostics.total_starts} starts "
-            f"agree), the same objective goes {100 * (1 - fit.objective / paper_objective):.0f}% lower, with different exponents. The data term (a_D, b_D) "
+            f"agree), the same objective goes {100 * (1 - fit.objective / paper_objective):.0f}% lower, with different "
+            "exponents. The data term (a_D, b_D) "
             "and c are weakly determined by three training lengths (see the intervals), so moving along that "
             "flat direction changes them a lot while changing the loss predictions little. Rounding Table 7 to "
             f"three digits does not explain the gap: the printed Error ({paper.TABLE_7_ERROR['t5_c4']:.3g}) and the "
-            f"recomputed one ({paper_objective:.4g}) differ by {100 * abs(paper_objective / paper.TABLE_7_ERROR['t5_c4'] - 1):.1f}%. "
+            f"recomputed one ({paper_objective:.4g}) differ by {100 * abs(paper_objective / printed - 1):.1f}%. "
             + _gain_verdict(fit)
         ),
         Paragraph(f"Table 2 gains recomputed from Table 7's T5 coefficients: {ours_vs} (paper: 1.59, 2.16, 2.63)."),
@@ -305,11 +317,15 @@ def report_blocks(fit: FitResult, table: ResultsTable, findings: Findings,
         blocks += paper_comparison_blocks(fit, table, *paper_objective)
     blocks += [
         Heading("Fit quality"),
-        Figure("predicted_vs_measured.png", "Predicted vs measured loss (Figure 1, left); held-out runs circled, predicted by the fit without them.",
+        Figure("predicted_vs_measured.png",
+               "Predicted vs measured loss (Figure 1, left); held-out runs circled, predicted by the fit without them.",
                figures.predicted_vs_measured(fit_table, _reindexed(fit, table))),
-        Figure("residuals.png", "Relative residuals of the full fit: predicted / measured - 1.", figures.residuals(fit_table, fit, unit)),
-        Figure("loss_vs_nonzeros.png", "Loss minus c against non-zeros (Figure 2).", figures.loss_minus_c_vs_nonzeros(fit_table, fit, unit)),
-        Figure("loss_vs_data.png", "Loss against data, colour = non-zeros (Figure 3).", figures.loss_vs_data(fit_table, fit, unit)),
+        Figure("residuals.png", "Relative residuals of the full fit: predicted / measured - 1.",
+               figures.residuals(fit_table, fit, unit)),
+        Figure("loss_vs_nonzeros.png", "Loss minus c against non-zeros (Figure 2).",
+               figures.loss_minus_c_vs_nonzeros(fit_table, fit, unit)),
+        Figure("loss_vs_data.png", "Loss against data, colour = non-zeros (Figure 3).",
+               figures.loss_vs_data(fit_table, fit, unit)),
     ]
     blocks += holdout_blocks(fit, table)
     blocks += sopt_blocks(fit, findings, fit_table, k, t5)

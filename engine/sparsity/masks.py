@@ -14,8 +14,9 @@ True for every other leaf (it broadcasts, so `where(mask, x, 0)` works on every 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +123,7 @@ def check_pattern(params: PyTree, sparsified: PyTree, pattern: Pattern) -> None:
     if not isinstance(pattern, NM):
         return
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (path, param), is_sparse in zip(leaves, jax.tree.leaves(sparsified)):
+    for (path, param), is_sparse in zip(leaves, jax.tree.leaves(sparsified), strict=True):
         if is_sparse:
             check_nm_groups(tuple(param.shape), pattern, path_name(path))
 
@@ -146,14 +147,14 @@ def masks_by_shape(
     leaves, treedef = jax.tree.flatten(params)
     flags = treedef.flatten_up_to(sparsified)
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for index, (leaf, is_sparse) in enumerate(zip(leaves, flags)):
+    for index, (leaf, is_sparse) in enumerate(zip(leaves, flags, strict=True)):
         if is_sparse:
             by_shape.setdefault(tuple(leaf.shape), []).append(index)
     masks = [jnp.ones((), bool) for _ in leaves]
     for shape, indices in by_shape.items():
         keep = keep_for_size(math.prod(shape))
         stacked = jnp.stack([leaves[i] for i in indices])
-        stacked_masks = jax.vmap(lambda w: magnitude_mask(w, keep, pattern))(stacked)
+        stacked_masks = jax.vmap(lambda w, keep=keep: magnitude_mask(w, keep, pattern))(stacked)
         for position, index in enumerate(indices):
             masks[index] = stacked_masks[position]
     return treedef.unflatten(masks)

@@ -54,7 +54,7 @@ def with_final_keep(schedule: Schedule, params: PyTree, sparsified: PyTree) -> S
     counted now in Python, so that the counts stay exact when the target is a traced number."""
     if isinstance(schedule, DenseSchedule):
         return schedule
-    sizes = {math.prod(p.shape) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(sparsified)) if s}
+    sizes = {math.prod(p.shape) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(sparsified), strict=True) if s}
     return replace(schedule, final_keep={size: keep_count(size, schedule.target) for size in sorted(sizes)})
 
 

@@ -51,7 +51,7 @@ def sparsity_report(
     """One row per tensor (host-side numpy; works on restored checkpoints)."""
     rows = []
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (path, param), is_sparse in zip(leaves, jax.tree.leaves(sparsified)):
+    for (path, param), is_sparse in zip(leaves, jax.tree.leaves(sparsified), strict=True):
         weights = np.asarray(param)
         rows.append(
             TensorSparsity(

@@ -16,7 +16,8 @@ from engine.fit.law import LawCoefficients
 from engine.fit.result import FitResult, FitSettings
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import atomic_write_text, sweep_rows
-from spec.analysis import AnalysisSpec, FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
+from spec.analysis import AnalysisSpec, FileFitSource, LargestNonzerosHoldout, NoHoldout, SpecFitSource
+from spec.analysis import FitSettings as FitSettingsSpec
 
 
 def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
@@ -119,8 +120,8 @@ def _design_blocks(runs: list[RunPlan], fit: FitResult, table: ResultsTable, swe
 
 def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:
     """The fitted law another spec's `engine run` wrote (or a fit.json file), and where it is."""
-    from engine.planning.dependencies import fit_file
     from engine.fit.result import load_coefficients
+    from engine.planning.dependencies import fit_file
 
     if isinstance(source, SpecFitSource):
         path = fit_file(plan_experiment(spec_dir / source.spec))
@@ -136,8 +137,8 @@ def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) 
 def _nm_refit(analysis, table: ResultsTable, spec_dir: Path, report_dir: Path) -> list:
     """Table 3 from this sweep's n:m results, the dense law the spec names and that spec's dense
     runs (S = 0 has no pattern: the same runs belong to every pattern's law)."""
-    from engine.planning.dependencies import fit_file
     from engine.fit import read_table
+    from engine.planning.dependencies import fit_file
     from engine.report.studies import nm_refit_blocks
 
     source = analysis.nm_refit.dense_fit
@@ -174,7 +175,7 @@ def nm_refit_groups(
     frozen = replace(settings, freeze_dense=dense, freeze_dense_source=dense_source)
     for m in sorted({g for g in group_of if g}, key=int):
         rows = np.array([g == m for g in group_of])
-        members = tuple(dict.fromkeys(p for p, g in zip(patterns, group_of) if g == m))
+        members = tuple(dict.fromkeys(p for p, g in zip(patterns, group_of, strict=True) if g == m))
         sub = table.select(rows)
         if dense_rows is not None and len(dense_rows):
             sub = stack_tables(sub, dense_rows)

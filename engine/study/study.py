@@ -95,11 +95,11 @@ class Study:
 
     def run_adaptive(self, runs: list[RunPlan]) -> int:
         """`analysis.design`: the initial runs, then fit -> suggest -> train rounds (adaptive.py)."""
+        import jax
+
         from engine.fit.findings import flops_per_param_example
         from engine.study import adaptive
         from engine.study.analysis import fit_sweep
-
-        import jax
 
         if self.options.only or self.options.run_ids:
             raise UserError("--only and --run-id do not combine with analysis.design: the design chooses the runs")

@@ -14,10 +14,9 @@ from typing import Any
 
 import jax
 
-from engine.training.checkpoint import STATE_ITEM, restore_params_into, saved_params_metadata, verify_manifest
 from engine.errors import UserError
 from engine.planning.plan import PretrainedSource, RunPlan
-
+from engine.training.checkpoint import STATE_ITEM, restore_params_into, saved_params_metadata, verify_manifest
 
 
 def _step_dir(source: PretrainedSource) -> Path:

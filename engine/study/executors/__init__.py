@@ -24,8 +24,8 @@ from typing import Any
 from rich.console import Console
 
 from engine.errors import UserError
-from engine.study.executors.worker import WorkerJob
 from engine.planning.plan import RunPlan
+from engine.study.executors.worker import WorkerJob
 
 EXECUTORS = ("local", "ray", "slurm")
 

@@ -25,7 +25,7 @@ def run_on_ray(
         task = ray.remote(max_retries=0)(train_one)
         pending = {
             task.options(num_cpus=need.cpus, num_gpus=need.gpus, name=f"engine-{job.run_id}").remote(job): job.run_id
-            for job, need in zip(jobs, resources)
+            for job, need in zip(jobs, resources, strict=True)
         }
         summaries, errors = [], []
         while pending:

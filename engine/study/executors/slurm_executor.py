@@ -50,7 +50,7 @@ def run_on_slurm(
     submitted = executor.map_array(train_one, jobs)
     console.print(f"slurm executor: {len(submitted)} array tasks on submitit cluster '{executor.cluster}', "
                   f"logs in {logs.parent}")
-    run_of = {job.job_id: spec.run_id for job, spec in zip(submitted, jobs)}
+    run_of = {job.job_id: spec.run_id for job, spec in zip(submitted, jobs, strict=True)}
     summaries, errors = [], []
     for job in submitit.helpers.as_completed(submitted, poll_frequency=1):
         run_id = run_of[job.job_id]

@@ -28,9 +28,9 @@ def train_one(job: WorkerJob) -> Any:
     failed, ...). Runs in the worker process: imports JAX there, not in the driver."""
     from rich.console import Console
 
-    from engine.training.compile_cache import enable_persistent_compile_cache
     from engine.planning.plan import plan_experiment
     from engine.study.sweep import train_sweep
+    from engine.training.compile_cache import enable_persistent_compile_cache
 
     enable_persistent_compile_cache()
     runs = [run for run in plan_experiment(job.spec, list(job.overrides)) if run.run_id == job.run_id]
