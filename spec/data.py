@@ -153,6 +153,17 @@ class DataSpec(SpecModel):
         ),
         examples=[600],
     )
+    flops: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Training budget in FLOPs instead of steps: C = k N D c_mul(S) (k = 6, 3 for encoder-decoder; "
+            "c_mul of the run's sparsity schedule, eq. 4), and steps = C / (k N c_mul x batch_size x tokens per "
+            "example), rounded. `engine plan` shows the budget met; sweep it with model.nonzeros for an IsoFLOP design."
+        ),
+        examples=[1.0e9],
+    )
     batch_size: int = Field(gt=0, description="Examples per training step.", examples=[32])
     eval_every: int = Field(gt=0, description="Steps between validation evaluations.", examples=[100])
     on_exhausted: Literal["refuse", "warn"] = Field(

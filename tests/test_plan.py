@@ -246,3 +246,29 @@ def test_planning_imports_no_jax() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "False"
+
+
+def test_a_flops_budget_sets_the_steps_and_the_isoflop_sweep_meets_every_budget_within_2_percent() -> None:
+    spec = Path(__file__).resolve().parent.parent / "experiments" / "isoflop_sweep.yaml"
+    runs = plan_experiment(spec)
+    assert len(runs) == 30 and {run.coordinates["data.flops"] for run in runs} == {5e8, 1e9, 2e9}
+    for run in runs:
+        assert run.flops_sparse == pytest.approx(run.spec.data.flops, rel=0.02), run.run_id
+        # steps are what the budget buys: C / (6 N c_mul x batch), rounded
+        assert run.steps == round(run.spec.data.flops / (6 * run.nonzeros * run.c_mul * run.batch_size))
+    by_size = {run.coordinates["model.nonzeros"]: run.steps for run in runs
+               if run.coordinates["data.flops"] == 1e9 and run.sparsity == 0}
+    assert by_size[2500] > by_size[40000] * 10  # a bigger model gets fewer steps of the same budget
+
+
+def test_steps_and_flops_together_are_refused_at_the_second_budget(tmp_path: Path) -> None:
+    from spec.issues import SpecError
+    from spec.loading import load_experiment
+
+    base = (Path(__file__).resolve().parent / "fixtures" / "run" / "tiny_vit.yaml").read_text()
+    spec = tmp_path / "both.yaml"
+    spec.write_text(base.replace("  steps: 16\n", "  steps: 16\n  flops: 1.0e+8\n"))
+    with pytest.raises(SpecError) as error:
+        load_experiment(spec)
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), start=1) if "flops:" in text)
+    assert any(f"both.yaml:{line}:" in str(issue) and "one training budget" in str(issue) for issue in error.value.issues)

@@ -328,6 +328,8 @@ def plan_run(
         if spec.init.budget_fraction is not None:
             steps = budget_steps(spec.init.budget_fraction, source, spec.data.batch_size * _per_example(dims))
             spec = spec.model_copy(update={"data": spec.data.model_copy(update={"steps": steps})})
+    if spec.data.flops is not None:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"steps": flops_steps(spec, dims)})})
     identity = run_id(spec, dims, source)
     run_dir = Path(spec.run.output_dir) / spec.name / identity
     dense_params = sizing.sparsified_params(dims)
@@ -487,6 +489,14 @@ def check_same_shapes(dims: ModelDims, source: PretrainedSource) -> None:
                 f"{_shape(ours.get(name))} in this model (d_model {source.dims.d_model} there, {dims.d_model} "
                 "here): a pretrained run must have its source's model"
             )
+
+
+def flops_steps(spec: ExperimentSpec, dims: ModelDims) -> int:
+    """data.flops as steps: C = k N D c_mul(S) solved for D, in whole steps (at least one)."""
+    k = costs.flops_per_param_example(encoder_decoder=dims.family == "t5")
+    per_step = k * sizing.nonzeros_at(dims, spec.sparsity.level) * cost_multiplier(spec.sparsity)
+    per_step *= spec.data.batch_size * _per_example(dims)
+    return max(1, round(spec.data.flops / per_step))
 
 
 def budget_steps(fraction: float, source: PretrainedSource, data_per_step: int) -> int:
