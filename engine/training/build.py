@@ -10,6 +10,8 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from engine import models
@@ -30,6 +32,7 @@ from engine.sparsity import (
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
 from engine.training.loop import RunSetup
+from engine.training.run_log import RunLogging, WandbTarget, require_wandb
 from spec.optimizer import (
     AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
     WarmupConstantCooldownRate,
@@ -80,6 +83,16 @@ class RunSchedules:
 
     learning_rate: LearningRateSchedule
     sparsity: Schedule
+
+    def logged(self, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """The learning rate and sparsity logged after each of `steps` (steps taken, >= 1): the
+        rate of the update that made the step (optax counts updates from 0) and the sparsity the
+        schedule has set the masks to by then (their last recomputation was at a count <= k - 1).
+        The masks keep round((1 - s) * size) weights of each tensor, so the share of zeros in the
+        sparsified weights is s up to that rounding."""
+        counts = jnp.asarray(steps - 1, jnp.int32)
+        values = {"learning_rate": self.learning_rate(counts), "sparsity": self.sparsity.sparsity_at(counts)}
+        return {name: np.broadcast_to(np.asarray(value), np.shape(steps)) for name, value in values.items()}
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,23 @@ class ContinuedData:
         return self.inner.eval_batches()
 
 
+def build_logging(run: RunPlan) -> RunLogging:
+    """The run's sinks besides metrics.jsonl (`run.tensorboard`, `run.wandb`); a spec asking for
+    W&B without wandb installed fails here, before any training."""
+    policy = run.spec.run
+    if policy.wandb is None:
+        return RunLogging(tensorboard=policy.tensorboard)
+    try:
+        require_wandb()
+    except UserError as error:
+        raise UserError(f"run {run.run_id} ({run.experiment}): {error}") from None
+    # The plan's record of the run (shape, N, D, sparsity, the resolved spec), less what is local.
+    config = {key: value for key, value in run.to_json().items() if key not in ("status", "run_dir")}
+    target = WandbTarget(policy.wandb.project, policy.wandb.entity, policy.wandb.mode,
+                         run.run_id, run.experiment, config)
+    return RunLogging(tensorboard=policy.tensorboard, wandb=target)
+
+
 def build_setup(run: RunPlan) -> RunSetup:
     """Everything `engine.training.loop.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
@@ -183,12 +213,15 @@ def build_setup(run: RunPlan) -> RunSetup:
     if run.data_offset:
         data = ContinuedData(data, run.data_offset)
     policy = run.spec.run
+    logging = build_logging(run)
     return RunSetup(
         dims=dims,
         loss_fn=models.loss_fn(dims),
         metrics_fn=models.metrics_fn(dims),
         optimizer=optimizer,
         schedules=schedules,
+        schedule_scalars=schedules.logged,
+        logging=logging,
         data=data,
         steps=run.steps,
         seed=run.spec.seed,
