@@ -13,6 +13,7 @@ step appears once. W&B keeps its own history: a resumed W&B run skips the steps 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ TAGS: dict[str, str] = {
     "steps_per_s": "train/steps_per_s",
 }
 TENSORBOARD_DIR = "tensorboard"
+_file_numbers = itertools.count()  # two attempts of a run in one process and one second differ
 WANDB_INSTALL = "pip install 'sparse-scaling-engine[wandb]'"
 
 
@@ -160,9 +162,10 @@ class TensorBoardLog:
         trim_events(directory, resume_step)
         self._event_pb2, self._summary_pb2 = _protos()
         # TensorBoard's own naming: its loaders read a directory's files in name (= time) order.
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_file_numbers)}")
         self.path = directory / name
-        self._file: BinaryIO = open(self.path, "ab")
+        self._file: BinaryIO = open(self.path, "xb")
         self._write(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()
 
