@@ -10,8 +10,6 @@ from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
 from engine import models
@@ -84,16 +82,6 @@ class RunSchedules:
     learning_rate: LearningRateSchedule
     sparsity: Schedule
 
-    def logged(self, steps: np.ndarray) -> dict[str, np.ndarray]:
-        """The learning rate and sparsity logged after each of `steps` (steps taken, >= 1): the
-        rate of the update that made the step (optax counts updates from 0) and the sparsity the
-        schedule has set the masks to by then (their last recomputation was at a count <= k - 1).
-        The masks keep round((1 - s) * size) weights of each tensor, so the share of zeros in the
-        sparsified weights is s up to that rounding."""
-        counts = jnp.asarray(steps - 1, jnp.int32)
-        values = {"learning_rate": self.learning_rate(counts), "sparsity": self.sparsity.sparsity_at(counts)}
-        return {name: np.broadcast_to(np.asarray(value), np.shape(steps)) for name, value in values.items()}
-
 
 @dataclass(frozen=True)
 class OptimizerRecipe:
@@ -164,6 +152,17 @@ class ContinuedData:
         return self.inner.eval_batches()
 
 
+@jax.jit  # one compile per schedule kind, shared by a sweep's runs like their train step
+def logged_schedules(schedules: RunSchedules, step: jax.Array) -> dict[str, jax.Array]:
+    """The learning rate and sparsity logged after `step` steps: the rate of the update that made
+    the step (optax counts updates from 0) and the sparsity the schedule has set the masks to by
+    then (their last recomputation was at a count <= step - 1). The masks keep round((1 - s) *
+    size) weights of each tensor, so the share of zeros in the sparsified weights is s up to that
+    rounding."""
+    count = step - 1
+    return {"learning_rate": schedules.learning_rate(count), "sparsity": schedules.sparsity.sparsity_at(count)}
+
+
 def build_logging(run: RunPlan) -> RunLogging:
     """The run's sinks besides metrics.jsonl (`run.tensorboard`, `run.wandb`); a spec asking for
     W&B without wandb installed fails here, before any training."""
@@ -220,7 +219,7 @@ def build_setup(run: RunPlan) -> RunSetup:
         metrics_fn=models.metrics_fn(dims),
         optimizer=optimizer,
         schedules=schedules,
-        schedule_scalars=schedules.logged,
+        schedule_scalars=logged_schedules,
         logging=logging,
         data=data,
         steps=run.steps,

@@ -39,9 +39,9 @@ PyTree = Any
 # The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
 # the schedules traced, so the numbers that differ between runs are arguments, not constants.
 OptimizerFactory = Callable[[PyTree], optax.GradientTransformation]
-# Steps taken (an int array) -> named values of the run's schedules after those steps, as logged
-# next to the losses (the learning rate, the sparsity; engine/training/build.py).
-ScheduleScalars = Callable[[np.ndarray], dict[str, np.ndarray]]
+# (the run's schedules, steps taken) -> named values of the schedules after that step, logged next
+# to the losses (the learning rate, the sparsity; engine/training/build.py). Jitted by its maker.
+ScheduleScalars = Callable[[PyTree, np.ndarray], dict[str, jax.Array]]
 
 
 class TrainState(NamedTuple):
@@ -252,33 +252,13 @@ def evaluate(
     return loss_sum / weight
 
 
-def log_steps(start: int, setup: RunSetup) -> np.ndarray:
-    """The steps after `start` at which the loop logs a record (as `logs_at` decides)."""
-    steps = np.arange(start + 1, setup.steps + 1)
-    return steps[logs_at(steps, setup)]
-
-
-def logs_at(done: np.ndarray | int, setup: RunSetup) -> np.ndarray | bool:
-    """Whether a record is logged after `done` steps: every log_every steps and at evaluations."""
-    return (done % setup.log_every == 0) | evaluates_at(done, setup)
-
-
-def evaluates_at(done: np.ndarray | int, setup: RunSetup) -> np.ndarray | bool:
-    return (done % setup.eval_every == 0) | (done == setup.steps)
-
-
-class ScheduleLog:
-    """The schedules' values at every step the run will log, computed at once before training
-    (one vectorised call; nothing per step)."""
-
-    def __init__(self, setup: RunSetup, start: int) -> None:
-        self.steps = log_steps(start, setup)
-        fn = setup.schedule_scalars
-        self.values = {} if fn is None or not len(self.steps) else fn(self.steps)
-
-    def at(self, done: int) -> dict[str, float]:
-        index = int(np.searchsorted(self.steps, done))
-        return {name: float(values[index]) for name, values in self.values.items()}
+def schedule_values(setup: RunSetup, schedules: PyTree, done: int) -> dict[str, float]:
+    """The schedules' values logged after `done` steps: one small compiled call per record, made
+    where the loop already waits for the losses (so it adds no synchronisation)."""
+    if setup.schedule_scalars is None:
+        return {}
+    values = jax.device_get(setup.schedule_scalars(schedules, np.int32(done)))
+    return {name: float(value) for name, value in values.items()}
 
 
 StepCallback = Callable[[int, float], None]
@@ -308,7 +288,6 @@ def train_run(
         state = place_initial_state(setup, programs, schedules)
     start = int(state.step)
     primary = is_primary_process()  # one process writes metrics and status; all of them train
-    schedule_log = ScheduleLog(setup, start)
     logs: RunLogs | None = None
     step_fn, eval_step = programs.step, programs.eval
     eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
@@ -334,8 +313,8 @@ def train_run(
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
-                evaluate_now = evaluates_at(done, setup)
-                if logs_at(done, setup):
+                evaluate_now = done % setup.eval_every == 0 or done == setup.steps
+                if evaluate_now or done % setup.log_every == 0:
                     losses = [(k, float(value)) for k, value in pending]
                     pending.clear()
                     for k, value in losses:
@@ -344,7 +323,7 @@ def train_run(
                     elapsed = time.perf_counter() - window_start
                     record = {"step": done, "train_loss": losses[-1][1],
                               "steps_per_s": window_steps / max(elapsed, 1e-9),
-                              **schedule_log.at(done)}
+                              **schedule_values(setup, schedules, done)}
                     window_start, window_steps = time.perf_counter(), 0
                     if evaluate_now:
                         record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
