@@ -2,8 +2,8 @@
 when the spec asks for it.
 
 The loop hands every sink the same record at the same points (every `log_every` steps and at each
-evaluation), so the three never disagree. Writing is a few microseconds of host work per record;
-files are flushed at checkpoints and at the end, never per step.
+evaluation), so the three never disagree. An event costs ~0.06 ms of host work per record (a
+metrics.jsonl line ~0.03 ms); files are flushed at checkpoints and at the end, never per step.
 
 Resuming: a run resumes from its checkpoint at step k, and whatever the interrupted attempt logged
 past k is dropped (metrics.jsonl lines, TensorBoard events) before the new attempt writes, so every
