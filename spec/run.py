@@ -9,6 +9,24 @@ from pydantic import Field
 from spec.common import SpecModel
 
 
+class WandbLogging(SpecModel):
+    """One Weights & Biases run per engine run, named by its run id and grouped by the experiment."""
+
+    project: str = Field(min_length=1, description="W&B project the runs are logged to.")
+    entity: str | None = Field(
+        default=None,
+        min_length=1,
+        description="W&B user or team owning the project; null: the logged-in account's default entity.",
+    )
+    mode: Literal["online", "offline"] = Field(
+        default="online",
+        description=(
+            "online: stream to the W&B server (needs `wandb login` or WANDB_API_KEY); offline: write "
+            "only to <run dir>/wandb/, uploaded later with `wandb sync`."
+        ),
+    )
+
+
 class RunPolicy(SpecModel):
     """Checkpointing, failure handling and where outputs go."""
 
@@ -23,5 +41,19 @@ class RunPolicy(SpecModel):
         description=(
             "Root of all outputs, relative to the directory `engine` is invoked from (not the spec "
             "file). A run lives in <output_dir>/<name>/<run id>/."
+        ),
+    )
+    tensorboard: bool = Field(
+        default=True,
+        description=(
+            "Write TensorBoard event files of the run's scalars (train and eval loss, learning rate, "
+            "scheduled sparsity, steps/s) to <run dir>/tensorboard/; false: metrics.jsonl only."
+        ),
+    )
+    wandb: WandbLogging | None = Field(
+        default=None,
+        description=(
+            "Also log the same scalars to Weights & Biases (needs `pip install "
+            "'sparse-scaling-engine[wandb]'`); null: no W&B."
         ),
     )

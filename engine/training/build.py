@@ -30,6 +30,7 @@ from engine.sparsity import (
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
 from engine.training.loop import RunSetup
+from engine.training.run_log import RunLogging, WandbTarget, require_wandb
 from spec.optimizer import (
     AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
     WarmupConstantCooldownRate,
@@ -146,6 +147,34 @@ class ContinuedData:
         return self.inner.eval_batches()
 
 
+@jax.jit  # one compile per schedule kind, shared by a sweep's runs like their train step
+def logged_schedules(schedules: RunSchedules, step: jax.Array) -> dict[str, jax.Array]:
+    """The learning rate and sparsity logged after `step` steps: the rate of the update that made
+    the step (optax counts updates from 0) and the sparsity the schedule has set the masks to by
+    then (their last recomputation was at a count <= step - 1). The masks keep round((1 - s) *
+    size) weights of each tensor, so the share of zeros in the sparsified weights is s up to that
+    rounding."""
+    count = step - 1
+    return {"learning_rate": schedules.learning_rate(count), "sparsity": schedules.sparsity.sparsity_at(count)}
+
+
+def build_logging(run: RunPlan) -> RunLogging:
+    """The run's sinks besides metrics.jsonl (`run.tensorboard`, `run.wandb`); a spec asking for
+    W&B without wandb installed fails here, before any training."""
+    policy = run.spec.run
+    if policy.wandb is None:
+        return RunLogging(tensorboard=policy.tensorboard)
+    try:
+        require_wandb()
+    except UserError as error:
+        raise UserError(f"run {run.run_id} ({run.experiment}): {error}") from None
+    # The plan's record of the run (shape, N, D, sparsity, the resolved spec), less what is local.
+    config = {key: value for key, value in run.to_json().items() if key not in ("status", "run_dir")}
+    target = WandbTarget(policy.wandb.project, policy.wandb.entity, policy.wandb.mode,
+                         run.run_id, run.experiment, config)
+    return RunLogging(tensorboard=policy.tensorboard, wandb=target)
+
+
 def build_setup(run: RunPlan) -> RunSetup:
     """Everything `engine.training.loop.train_run` needs for this planned run."""
     where = f"run {run.run_id} ({run.experiment})"
@@ -178,12 +207,15 @@ def build_setup(run: RunPlan) -> RunSetup:
     if run.data_offset:
         data = ContinuedData(data, run.data_offset)
     policy = run.spec.run
+    logging = build_logging(run)
     return RunSetup(
         dims=dims,
         loss_fn=models.loss_fn(dims),
         metrics_fn=models.metrics_fn(dims),
         optimizer=optimizer,
         schedules=schedules,
+        schedule_scalars=logged_schedules,
+        logging=logging,
         data=data,
         steps=run.steps,
         seed=run.spec.seed,

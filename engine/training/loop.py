@@ -8,7 +8,6 @@ seed, so a run resumed from its checkpoint at step k continues bit-identically.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -32,6 +31,7 @@ from engine.training.parallel import (
     step_batch, with_shardings,
 )
 from engine.results import write_status
+from engine.training.run_log import RunLogging, RunLogs
 from engine.planning.sizing import ModelDims
 
 
@@ -39,6 +39,9 @@ PyTree = Any
 # The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
 # the schedules traced, so the numbers that differ between runs are arguments, not constants.
 OptimizerFactory = Callable[[PyTree], optax.GradientTransformation]
+# (the run's schedules, steps taken) -> named values of the schedules after that step, logged next
+# to the losses (the learning rate, the sparsity; engine/training/build.py). Jitted by its maker.
+ScheduleScalars = Callable[[PyTree, np.ndarray], dict[str, jax.Array]]
 
 
 class TrainState(NamedTuple):
@@ -68,6 +71,10 @@ class RunSetup:
     layout: Layout = field(default_factory=single_device_layout)
     # The optimizer's argument: this run's learning-rate and sparsity schedules (engine/training/build.py).
     schedules: PyTree = None
+    # What the log shows of the schedules; None: losses and speed only.
+    schedule_scalars: ScheduleScalars | None = None
+    # Where the scalars go besides metrics.jsonl (engine/training/run_log.py).
+    logging: RunLogging = field(default_factory=RunLogging)
 
 
 class RunDiverged(Exception):
@@ -245,26 +252,13 @@ def evaluate(
     return loss_sum / weight
 
 
-class MetricsLog:
-    """<run>/metrics.jsonl. On resume, lines past the restored step are dropped (they belong to
-    the interrupted attempt and will be written again)."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if _line_step(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def _line_step(line: str) -> float:
-    try:
-        return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a torn or foreign line is dropped
+def schedule_values(setup: RunSetup, schedules: PyTree, done: int) -> dict[str, float]:
+    """The schedules' values logged after `done` steps: one small compiled call per record, made
+    where the loop already waits for the losses (so it adds no synchronisation)."""
+    if setup.schedule_scalars is None:
+        return {}
+    values = jax.device_get(setup.schedule_scalars(schedules, np.int32(done)))
+    return {name: float(value) for name, value in values.items()}
 
 
 StepCallback = Callable[[int, float], None]
@@ -294,7 +288,7 @@ def train_run(
         state = place_initial_state(setup, programs, schedules)
     start = int(state.step)
     primary = is_primary_process()  # one process writes metrics and status; all of them train
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if primary else None
+    logs: RunLogs | None = None
     step_fn, eval_step = programs.step, programs.eval
     eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
 
@@ -302,11 +296,16 @@ def train_run(
         store.save(step, programs.snapshot(state), {"step": step})
         if primary:
             write_status(run_dir, "running", step)
+        if logs is not None:
+            logs.flush()  # what TensorBoard shows keeps up with the checkpoints
 
     # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
     # compete with XLA's threads for the same cores; batches are bit-identical either way.
+    failed = True  # until the run has trained to its end
     with _SigtermFlag() as sigterm, threadpool_limits(limits=1, user_api="blas"):
         try:
+            if primary:
+                logs = RunLogs(run_dir, start, setup.logging)
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, setup.steps):
@@ -323,12 +322,13 @@ def train_run(
                             raise RunDiverged(k, value)
                     elapsed = time.perf_counter() - window_start
                     record = {"step": done, "train_loss": losses[-1][1],
-                              "steps_per_s": window_steps / max(elapsed, 1e-9)}
+                              "steps_per_s": window_steps / max(elapsed, 1e-9),
+                              **schedule_values(setup, schedules, done)}
                     window_start, window_steps = time.perf_counter(), 0
                     if evaluate_now:
                         record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
-                    if log is not None:
-                        log.write(record)
+                    if logs is not None:
+                        logs.write(record)
                     if on_progress is not None:
                         on_progress(done, losses[-1][1])
                 if sigterm.raised and done != setup.steps:
@@ -343,8 +343,11 @@ def train_run(
             if start < setup.steps or not store.steps():
                 store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
             store.wait()
+            failed = not math.isfinite(final_loss)
         finally:
             store.close()
+            if logs is not None:
+                logs.close(failed)
     if not math.isfinite(final_loss):
         raise RunDiverged(setup.steps, final_loss)
     return RunOutcome(final_loss, setup.steps, time.perf_counter() - started, resumed_from)
