@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import optax
 import pytest
+from helpers import final_params
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine.errors import UserError
@@ -19,9 +21,8 @@ from engine.planning.plan import RunPlan, plan_experiment
 from engine.sparsity import sparsified_tree
 from engine.training import loop
 from engine.training.build import build_setup
-from engine.training.loop import final_params, train_run
+from engine.training.loop import train_run
 from engine.training.run_log import TAGS, read_records, trim_events
-from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 TINY_VIT = Path(__file__).parent / "fixtures" / "run" / "tiny_vit.yaml"
 PEAK, WARMUP = 3e-3, 4  # a cosine rate: every logged step has its own learning rate
