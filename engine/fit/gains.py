@@ -21,5 +21,6 @@ def gain(coefficients: LawCoefficients, sparsity: float | np.ndarray) -> np.ndar
 def gains_from_samples(samples: np.ndarray, sparsity: float) -> np.ndarray:
     """eq. 7 for many coefficient vectors at once: samples (..., 7) in Table 7 order."""
     a_s, b_s, c_s, b_n = samples[..., 0], samples[..., 1], samples[..., 2], samples[..., 3]
-    ratio = (a_s * (1.0 - sparsity) ** b_s + c_s) / (a_s + c_s)
-    return ratio ** (-1.0 / b_n)
+    with np.errstate(over="ignore"):  # a resample with b_N near 0: an infinite gain, shown as such
+        ratio = (a_s * (1.0 - sparsity) ** b_s + c_s) / (a_s + c_s)
+        return ratio ** (-1.0 / b_n)
