@@ -13,6 +13,7 @@ import pytest
 from engine.cli import main
 from engine.cli.validate import check_paths
 from engine.planning.checks import REACH_FACTOR
+from spec.model import MAX_D_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = Path(__file__).parent / "fixtures" / "specs" / "plan"
@@ -44,6 +45,14 @@ def test_widths_too_coarse_for_a_target(capsys: pytest.CaptureFixture[str]) -> N
     assert f"6000 non-zeros cannot be reached at sparsity 0 within a factor {REACH_FACTOR:g}" in message
     below, above = (int(message.split(f"d_model {width} has ")[1].split()[0].rstrip(";")) for width in (16, 32))
     assert below * REACH_FACTOR < 6000 < above / REACH_FACTOR  # neither neighbour is close enough
+
+
+def test_a_target_beyond_the_widest_model(capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e14 is under the spec's bound (MAX_NONZEROS) but no width up to MAX_D_MODEL reaches it.
+    code, [issue] = validate(capsys, str(PLAN / "unreachable_size.yaml"), "--set", "sweep.grid.model.nonzeros=[1e14]")
+    assert code == 1
+    assert issue["message"].startswith("model.nonzeros: 1e+14 non-zeros cannot be reached at sparsity 0: even the "
+                                       f"widest model (d_model {MAX_D_MODEL}, the largest multiple of 64 up to {MAX_D_MODEL}) has only ")
 
 
 def test_nm_group_must_divide_fan_in(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ from engine.planning.sizing import ModelDims
 from spec.experiment import ExperimentSpec
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
+from spec.model import MAX_D_MODEL
 from spec.loading import apply_override, load_experiment, load_tree
 from spec.sparsity import NmPattern
 from spec.yaml_tree import Located, find
@@ -92,6 +93,11 @@ def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
         return (
             f"{head}: the narrowest model (d_model {multiple}, the width_multiple) already has {achieved} "
             f"({achieved / target:.3g}x the target); raise the target or lower width_multiple"
+        )
+    if achieved < target and dims.d_model + multiple > MAX_D_MODEL:
+        return (
+            f"{head}: even the widest model (d_model {dims.d_model}, the largest multiple of {multiple} up to "
+            f"{MAX_D_MODEL}) has only {achieved} ({achieved / target:.3g}x the target); lower the target"
         )
     other_width = dims.d_model - multiple if achieved > target else dims.d_model + multiple
     mlp_ratio = base_fields(spec.model)["mlp_ratio"]
