@@ -15,7 +15,9 @@ from engine.fit.law import LawCoefficients
 from engine.fit.result import FitSettings
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import sweep_rows
-from spec.analysis import FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, SpecFitSource
+from spec.analysis import (
+    FileFitSource, FitSettings as FitSettingsSpec, LargestNonzerosHoldout, NoHoldout, RunsHoldout, SpecFitSource,
+)
 
 
 def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
@@ -44,7 +46,7 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
 
         law, where = load_law(analysis.pretrained_vs_scratch.law, spec_dir, "analysis.pretrained_vs_scratch.law")
         blocks += pretrained_vs_scratch_blocks(law, where, with_pretrain_data(table, runs))
-    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies")
+    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies", analysis.report.formats)
     return report_dir
 
 
@@ -71,10 +73,36 @@ def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, swee
     from engine.fit import fit_law
     from engine.report import write_report
 
-    settings = runs[0].spec.analysis.fit
+    analysis = runs[0].spec.analysis
+    settings = analysis.fit
+    if isinstance(settings.holdout, RunsHoldout):
+        table = with_held_out_column(table, held_out_run_ids(settings.holdout, runs))
     holdout = _holdout_expression(settings.holdout, sweep_rows(sweep_dir), runs)
-    write_report(report_dir, fit_law(table, _fit_settings(settings, holdout)), table)
+    write_report(report_dir, fit_law(table, _fit_settings(settings, holdout)), table, formats=analysis.report.formats)
     return report_dir
+
+
+# The column that marks the runs a `holdout: {kind: runs}` selects; the fit holds out `held_out==1`.
+HELD_OUT_COLUMN = "held_out"
+
+
+def matches_coordinates(coordinates: dict, selector: dict) -> bool:
+    """A run's sweep coordinates agree with every dotted path -> value of one holdout entry."""
+    return all(path in coordinates and coordinates[path] == value for path, value in selector.items())
+
+
+def held_out_run_ids(holdout: RunsHoldout, runs: list[RunPlan]) -> set[str]:
+    """The from-scratch runs whose coordinates match any listed entry (pretrained runs are never
+    fitted, so there is nothing to hold out of the fit for them)."""
+    return {run.run_id for run in runs if run.init != "pretrained"
+            and any(matches_coordinates(run.coordinates, selector) for selector in holdout.coordinates)}
+
+
+def with_held_out_column(table: ResultsTable, held: set[str]) -> ResultsTable:
+    """The table with HELD_OUT_COLUMN 1 for the rows of `held` runs, 0 for the others."""
+    run_ids = table.extra.get("run_id") or [""] * len(table)
+    flags = [1 if str(run_id) in held else 0 for run_id in run_ids]
+    return replace(table, extra={**table.extra, HELD_OUT_COLUMN: flags})
 
 
 def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:
@@ -168,5 +196,4 @@ def _holdout_expression(holdout, rows: list[dict], runs: list[RunPlan]) -> str:
         if not counts or not kept or min(counts) <= max(kept):
             return "none"  # nothing separable to hold out
         return f"nonzeros>={min(counts)}"
-    raise UserError("analysis.fit.holdout: kind 'runs' is not supported by `engine run` yet; "
-                    "use largest_nonzeros or none, or `engine fit --holdout`")
+    return f"{HELD_OUT_COLUMN}==1"  # RunsHoldout: the column with_held_out_column adds

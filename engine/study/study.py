@@ -144,7 +144,9 @@ class Study:
             self.console.print(f"fit and report skipped: {error}")
             return None
         if report_dir is not None:
-            self.console.print(f"report: {report_dir / 'index.html'}")
+            from engine.report import index_path
+
+            self.console.print(f"report: {index_path(report_dir, runs[0].spec.analysis.report.formats)}")
         return report_dir
 
 
