@@ -200,7 +200,30 @@ def _load_with_overrides(path: Path, overrides: Sequence[str]) -> Located:
             issues += error.issues
     if issues:
         raise SpecError(issues)
+    issues = [issue for text in overrides if (issue := _override_axis_issue(tree, text))]
+    if issues:
+        raise SpecError(issues)
     return tree
+
+
+def _override_axis_issue(tree: Located, text: str) -> Issue | None:
+    """`--set FIELD=VALUE` of a field a sweep axis also sets (the field, a part of it, or a mapping
+    holding it): every sweep point would replace the override, so it is an error, not a no-op."""
+    dotted = text.partition("=")[0].strip()
+    keys = split_dotted(ExperimentSpec, dotted, to_plain(tree))
+    if not keys or keys[0] == "sweep":
+        return None
+    field_path = ".".join(keys)
+    sweep = _entry_node(tree, "sweep")
+    for axes_name in ("grid", "zip"):
+        axes = sweep.value.get(axes_name) if sweep is not None and isinstance(sweep.value, dict) else None
+        for axis in axes.node.value if axes is not None and isinstance(axes.node.value, dict) else ():
+            if field_path == axis or axis.startswith(field_path + ".") or field_path.startswith(axis + "."):
+                return Issue(Origin("", override=text), (
+                    f"{dotted}: the sweep axis sweep.{axes_name}.{axis} also sets this field at every sweep "
+                    f"point, which would replace the override; set the axis instead "
+                    f"(--set 'sweep.{axes_name}.{axis}=[...]') or remove it"))
+    return None
 
 
 def apply_override(tree: Located, text: str) -> Located:

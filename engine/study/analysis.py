@@ -13,6 +13,7 @@ from engine.errors import UserError
 from engine.fit.io import ResultsTable
 from engine.fit.law import LawCoefficients
 from engine.fit.result import FitSettings
+from engine.planning.checks import held_out_run_ids
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import sweep_rows
 from spec.analysis import (
@@ -84,18 +85,6 @@ def _fit_report(runs: list[RunPlan], table: ResultsTable, report_dir: Path, swee
 
 # The column that marks the runs a `holdout: {kind: runs}` selects; the fit holds out `held_out==1`.
 HELD_OUT_COLUMN = "held_out"
-
-
-def matches_coordinates(coordinates: dict, selector: dict) -> bool:
-    """A run's sweep coordinates agree with every dotted path -> value of one holdout entry."""
-    return all(path in coordinates and coordinates[path] == value for path, value in selector.items())
-
-
-def held_out_run_ids(holdout: RunsHoldout, runs: list[RunPlan]) -> set[str]:
-    """The from-scratch runs whose coordinates match any listed entry (pretrained runs are never
-    fitted, so there is nothing to hold out of the fit for them)."""
-    return {run.run_id for run in runs if run.init != "pretrained"
-            and any(matches_coordinates(run.coordinates, selector) for selector in holdout.coordinates)}
 
 
 def with_held_out_column(table: ResultsTable, held: set[str]) -> ResultsTable:

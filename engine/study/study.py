@@ -61,6 +61,9 @@ class Study:
         if code != 0:
             return code
         runs = self.plan()  # sources may have been trained just now: plan again
+        from engine.planning.checks import check_plan  # `validate --plan`'s checks, before any training
+
+        check_plan(self.spec, self.options.overrides, analysis=self.options.report)
         selected = self.selected(runs)
         check_pretrained_sources(selected)  # before anything of this sweep is written
         summary = self.train(runs, selected)
