@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.fit.fitting import fit_law
 from engine.fit.io import read_table
+from engine.cli.fit import add_columns_option, column_map
 from engine.fit.result import FitSettings, fit_result_from_json
 
 
@@ -17,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="render the fit report (Markdown + HTML) of a fit or sweep directory")
     parser.add_argument("directory", type=Path, help="a fit directory (fit.json) or runs/<name>/ (results.csv)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the fit directory, or DIR/report)")
+    add_columns_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if results is None:
             raise UserError(f"{fit_json}: its results table {source} is not found")
         columns = document.get("settings", {}).get("columns") or {}
-        table = read_table(results, columns)
+        table = read_table(results, _agreeing(columns, column_map(args.columns), fit_json))
         result = fit_result_from_json(document)
         out_dir = args.out or fit_json.parent
         write_report(out_dir, result, table, write_fit_json=out_dir != fit_json.parent)
@@ -49,9 +51,19 @@ def run(args: argparse.Namespace) -> int:
         results = directory / "results.csv"
         if not results.is_file():
             raise UserError(f"{directory}: neither fit.json nor results.csv found")
-        table = read_table(results)
-        result = fit_law(table, FitSettings())
+        columns = column_map(args.columns)
+        table = read_table(results, columns)
+        result = fit_law(table, FitSettings(columns=columns or None))
         out_dir = args.out or directory / "report"
         write_report(out_dir, result, table)
     print(f"wrote {out_dir / 'index.md'} and {out_dir / 'index.html'}")
     return 0
+
+
+def _agreeing(fitted: dict[str, str], given: dict[str, str], fit_json: Path) -> dict[str, str]:
+    """The fit's column map with `--columns` added; a column the fit read from elsewhere is an error."""
+    for canonical, source in given.items():
+        if fitted.get(canonical, source) != source:
+            raise UserError(f"--columns: {canonical}={source}, but {fit_json} was fitted with "
+                            f"{canonical}={fitted[canonical]}", exit_code=2)
+    return {**fitted, **given}
