@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
+from rich.table import Column
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
@@ -81,10 +82,19 @@ def write_run_spec(run: RunPlan) -> None:
 
 
 def _progress(console: Console) -> Progress:
+    """One line per task. The count and the times keep their width at any terminal width (80
+    columns included); the label and the loss text share what is left, cut with an ellipsis."""
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    def flexible(ratio: int) -> Column:
+        return Column(ratio=ratio, no_wrap=True, overflow="ellipsis", min_width=5)
+
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), console=console, refresh_per_second=4,
+        TextColumn("{task.description}", table_column=flexible(3)), BarColumn(bar_width=8, table_column=fixed()),
+        MofNCompleteColumn(table_column=fixed()), TextColumn("{task.fields[info]}", table_column=flexible(2)),
+        TimeElapsedColumn(table_column=fixed()), TextColumn("eta", table_column=fixed()),
+        TimeRemainingColumn(table_column=fixed()), console=console, refresh_per_second=4, expand=True,
     )
 
 
