@@ -81,10 +81,31 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> Experiment:
         issue if len(where) == len(all_indices) else _at_point(issue, sweep.coordinates(where[0]))
         for issue, where in failing.items()
     ]
+    issues = _sections_only_swept(tree, sweep, issues)
     issues += _selector_issues(tree)
     if issues:
         raise SpecError(issues)
     return Experiment(path, sweep, tuple(points))
+
+
+def _sections_only_swept(tree: Located, sweep: SweepSpec, issues: list[Issue]) -> list[Issue]:
+    """A required top-level section the spec lacks (left out, or misspelt: `modle:`) that sweep
+    axes below it (model.nonzeros) create at every point: each point's errors inside it are
+    consequences, not what is wrong. Keep one error at the spec's top, unless an unknown key's
+    "did you mean" already names the section."""
+    axes = [*sweep.grid, *sweep.zip]
+    roots = {axis.split(".")[0] for axis in axes if "." in axis} - set(tree.value)
+    required = {root for root in roots if root in ExperimentSpec.model_fields
+                and ExperimentSpec.model_fields[root].is_required()}
+    if not required:
+        return issues
+    kept = [issue for issue in issues if (issue.path or "").split(".")[0] not in required]
+    for root in sorted(required):
+        if not any(f"did you mean `{root}`" in issue.message for issue in kept):
+            swept = ", ".join(axis for axis in axes if axis.startswith(root + "."))
+            kept.insert(0, Issue(Origin(tree.origin.file, 1, 1),
+                                 f"missing required key `{root}` (the sweep sets {swept}, not the whole section)"))
+    return kept
 
 
 def check_file(path: Path, overrides: Sequence[str] = ()) -> list[Issue]:
