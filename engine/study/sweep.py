@@ -17,6 +17,7 @@ of the run is kept and the same command resumes it.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from engine.study import claims
 from engine.training.build import build_setup
 from engine.study.drift import drift, run_record
 from engine.errors import UserError
-from engine.planning.plan import RunPlan, read_status
+from engine.planning.plan import CHECKPOINT_MANIFEST, RunPlan, read_status
 from engine.results import append_result, atomic_write_text, warn, write_status
 from engine.training.loop import RunDiverged, RunPreempted, RunSetup, train_run
 
@@ -79,6 +80,38 @@ def write_run_spec(run: RunPlan) -> None:
     buffer = StringIO()
     yaml.dump(run_record(run), buffer)
     atomic_write_text(run.run_dir / "spec.yaml", buffer.getvalue())
+
+
+class _QuietInterrupts(logging.Filter):
+    """Orbax logs a save that Ctrl-C cut short as an ERROR with the KeyboardInterrupt's traceback;
+    the sweep says itself what was kept (record_interrupt), so that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[0] is not None
+                    and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+
+logging.getLogger("absl").addFilter(_QuietInterrupts())
+
+
+def last_complete_checkpoint(run_dir: Path) -> int | None:
+    """The newest checkpoint step whose save completed (its sha256 manifest is written after Orbax
+    commits it): what a resume restores, unless its files no longer verify (then the loop says so
+    and takes an older one)."""
+    directory = run_dir / "checkpoints"
+    steps = [int(path.name) for path in directory.iterdir()
+             if path.name.isdigit() and (path / CHECKPOINT_MANIFEST).is_file()] if directory.is_dir() else []
+    return max(steps, default=None)
+
+
+def record_interrupt(run: RunPlan, step: int, console: Console) -> None:
+    """An interrupted run's status: still resumable (`running`, at the step of the checkpoint a
+    resume restores) with the reason "interrupted at step k"; and the same on the terminal."""
+    checkpoint = last_complete_checkpoint(run.run_dir)
+    write_status(run.run_dir, "running", checkpoint or 0, f"interrupted at step {step}")
+    kept = (f"its checkpoint at step {checkpoint} ({run.run_dir / 'checkpoints' / str(checkpoint)}) will be resumed"
+            if checkpoint is not None else "it has no complete checkpoint yet and will start again from step 0")
+    console.print(f"run {run.run_id} interrupted at step {step}: {kept}", soft_wrap=True)  # paths stay whole
 
 
 def _progress(console: Console) -> Progress:
@@ -244,10 +277,16 @@ def _train_claimed(
     primary = held is not None
     if primary:
         claims.record_attempt(held, status.step)
+    if status.state == "partial":
+        resume_from = last_complete_checkpoint(run.run_dir)
+        console.print(f"resuming run {run.run_id} from step {resume_from}" if resume_from is not None
+                      else f"run {run.run_id} was started before but has no complete checkpoint: starting from step 0")
     run_task = progress.add_task(label, total=run.steps, info="")
     started = time.perf_counter()
+    reached = [status.step or 0]  # the last step reported, for an interruption's record
 
     def on_progress(step: int, loss: float) -> None:
+        reached[0] = step
         rate = step / max(time.perf_counter() - started, 1e-9)
         progress.update(run_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
 
@@ -266,6 +305,10 @@ def _train_claimed(
         if primary:
             append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
             write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, then let the command stop
+        if primary:
+            record_interrupt(run, reached[0], console)
+        raise
     except RunPreempted as preempted:
         console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
         summary.preempted = True
