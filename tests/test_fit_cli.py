@@ -115,3 +115,6 @@ def test_repeated_columns_merge_and_conflicts_are_errors(tmp_path: Path, capsys)
     message = _run_error(["fit", str(renamed), "--columns", "loss=val-loss", "--columns", "loss=other"], capsys)
     assert message.strip() == "error: --columns: loss is mapped to both 'val-loss' and 'other'"
     assert "mapped to both" in _run_error(["fit", str(renamed), "--columns", "loss=val-loss,loss=x"], capsys)
+    # `engine report` of that fit: --columns must agree with the columns the fit read.
+    assert _run_error(["report", str(out), "--columns", "loss=other"], capsys) == (
+        f"error: --columns: loss=other, but {out / 'fit.json'} was fitted with loss=val-loss")
