@@ -49,11 +49,28 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def process_umask() -> int:
+    """The process umask. os.umask can only be read by setting it, so it is set back at once;
+    /proc/self/status (Linux) reports it without that brief change, which threads could see."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers see the old or the new file, never half.
-    The temporary name is unique: two processes writing the same file never share it."""
+    The temporary name is unique: two processes writing the same file never share it. mkstemp
+    creates it 0600; it gets the mode any other new file would (0666 less the umask), so
+    collaborators on a shared filesystem can read what the engine writes."""
     descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(descriptor, 0o666 & ~process_umask())
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -151,7 +168,7 @@ def _drop_torn_tail(path: Path) -> None:
 def _write_line(path: Path, line: bytes) -> None:
     """One O_APPEND write() of the whole line, then fsync: concurrent readers and appenders see
     whole lines. (A fault-injection test may tear it here: see engine/faults.py.)"""
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         if faults.armed("results-write"):
             os.write(descriptor, line[: len(line) // 2])

@@ -26,12 +26,17 @@ class LargestNonzerosHoldout(SpecModel):
 
 
 class RunsHoldout(SpecModel):
-    """Hold out the runs whose sweep coordinates match any of the listed ones."""
+    """Hold out the from-scratch runs whose sweep coordinates match any of the listed ones. Each
+    entry must select at least one run and together they must leave runs to fit
+    (`engine validate --plan` and `engine run` check this before training)."""
 
     kind: Literal["runs"] = Field(description="Holdout type.")
     coordinates: list[dict[str, Any]] = Field(
         min_length=1,
-        description="Each a mapping dotted field path -> value, e.g. {model.nonzeros: 40000, data.steps: 600}.",
+        description=(
+            "Each a mapping sweep axis (dotted field path) -> value, e.g. {model.nonzeros: 40000, data.steps: 600}; "
+            "a run matching every pair of any entry is held out."
+        ),
     )
 
 
@@ -150,7 +155,8 @@ class ReportSettings(SpecModel):
     """What the report writes."""
 
     formats: list[Literal["markdown", "html"]] = Field(
-        default_factory=lambda: ["markdown", "html"], min_length=1, description="Report formats."
+        default_factory=lambda: ["markdown", "html"], min_length=1,
+        description="Report formats written: markdown (index.md, figures/*.png), html (index.html, self-contained).",
     )
 
 

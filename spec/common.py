@@ -12,9 +12,10 @@ CROSS_FIELD = "cross_field"
 
 class SpecModel(BaseModel):
     """Closed, immutable, strictly typed: unknown keys are errors, YAML's own types are kept
-    (a quoted "4" is not an integer), and nothing changes after loading."""
+    (a quoted "4" is not an integer), and nothing changes after loading. No field takes an
+    infinite or NaN number (YAML's `.inf`, `.nan`): every number a spec gives is meant finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def cross_field_error(message: str, at: str | None = None) -> PydanticCustomError:

@@ -81,10 +81,31 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> Experiment:
         issue if len(where) == len(all_indices) else _at_point(issue, sweep.coordinates(where[0]))
         for issue, where in failing.items()
     ]
+    issues = _sections_only_swept(tree, sweep, issues)
     issues += _selector_issues(tree)
     if issues:
         raise SpecError(issues)
     return Experiment(path, sweep, tuple(points))
+
+
+def _sections_only_swept(tree: Located, sweep: SweepSpec, issues: list[Issue]) -> list[Issue]:
+    """A required top-level section the spec lacks (left out, or misspelt: `modle:`) that sweep
+    axes below it (model.nonzeros) create at every point: each point's errors inside it are
+    consequences, not what is wrong. Keep one error at the spec's top, unless an unknown key's
+    "did you mean" already names the section."""
+    axes = [*sweep.grid, *sweep.zip]
+    roots = {axis.split(".")[0] for axis in axes if "." in axis} - set(tree.value)
+    required = {root for root in roots if root in ExperimentSpec.model_fields
+                and ExperimentSpec.model_fields[root].is_required()}
+    if not required:
+        return issues
+    kept = [issue for issue in issues if (issue.path or "").split(".")[0] not in required]
+    for root in sorted(required):
+        if not any(f"did you mean `{root}`" in issue.message for issue in kept):
+            swept = ", ".join(axis for axis in axes if axis.startswith(root + "."))
+            kept.insert(0, Issue(Origin(tree.origin.file, 1, 1),
+                                 f"missing required key `{root}` (the sweep sets {swept}, not the whole section)"))
+    return kept
 
 
 def check_file(path: Path, overrides: Sequence[str] = ()) -> list[Issue]:
@@ -200,7 +221,30 @@ def _load_with_overrides(path: Path, overrides: Sequence[str]) -> Located:
             issues += error.issues
     if issues:
         raise SpecError(issues)
+    issues = [issue for text in overrides if (issue := _override_axis_issue(tree, text))]
+    if issues:
+        raise SpecError(issues)
     return tree
+
+
+def _override_axis_issue(tree: Located, text: str) -> Issue | None:
+    """`--set FIELD=VALUE` of a field a sweep axis also sets (the field, a part of it, or a mapping
+    holding it): every sweep point would replace the override, so it is an error, not a no-op."""
+    dotted = text.partition("=")[0].strip()
+    keys = split_dotted(ExperimentSpec, dotted, to_plain(tree))
+    if not keys or keys[0] == "sweep":
+        return None
+    field_path = ".".join(keys)
+    sweep = _entry_node(tree, "sweep")
+    for axes_name in ("grid", "zip"):
+        axes = sweep.value.get(axes_name) if sweep is not None and isinstance(sweep.value, dict) else None
+        for axis in axes.node.value if axes is not None and isinstance(axes.node.value, dict) else ():
+            if field_path == axis or axis.startswith(field_path + ".") or field_path.startswith(axis + "."):
+                return Issue(Origin("", override=text), (
+                    f"{dotted}: the sweep axis sweep.{axes_name}.{axis} also sets this field at every sweep "
+                    f"point, which would replace the override; set the axis instead "
+                    f"(--set 'sweep.{axes_name}.{axis}=[...]') or remove it"))
+    return None
 
 
 def apply_override(tree: Located, text: str) -> Located:

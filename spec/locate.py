@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ValidationError
 
 from spec.common import CROSS_FIELD
-from spec.issues import Issue
+from spec.issues import Issue, Origin
 from spec.paths import kinds, level_at, suggest
 from spec.yaml_tree import Located, find, to_plain
 
@@ -80,8 +80,9 @@ def _issue(detail: Any, tree: Located, root: type[BaseModel], prefix: tuple[str,
     dotted = ".".join(str(part) for part in full_path)
     label = f"{dotted}: " if dotted else ""
 
-    if kind == "missing":
-        return Issue(node.origin, f"{label}missing required key `{absent}`")
+    if kind == "missing":  # a missing section belongs to the spec as a whole: its first line
+        where = node.origin if full_path else Origin(node.origin.file, 1, 1)
+        return Issue(where, f"{label}missing required key `{absent}`")
     if kind == "extra_forbidden":
         key = str(path[-1])
         parent_label = ".".join(str(part) for part in full_path[:-1])

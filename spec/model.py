@@ -83,22 +83,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Bounds on a run's size: far beyond any model trained so far (widest published d_model ~ 2e4,
+# largest N ~ 1e12), small enough that planning's width search and FLOP counts stay exact.
+MAX_D_MODEL = 65536
+MAX_NONZEROS = 1e15
+
 _PRESET_DOC = "A published base shape whose values fill every base field not given explicitly in `base`."
 _NONZEROS_DOC = (
     "Target number of non-zero weights N of the sparsified layers at the end of training. The engine "
     "picks the d_model (a multiple of width_multiple) whose exact count at the run's sparsity is "
-    "closest. Give either this or d_model."
+    f"closest. Give either this or d_model. At most {MAX_NONZEROS:g}; `engine validate --plan` checks that a "
+    f"width up to d_model {MAX_D_MODEL} reaches it."
 )
-_D_MODEL_DOC = "Fixed hidden width. Give either this or nonzeros."
+_D_MODEL_DOC = f"Fixed hidden width, at most {MAX_D_MODEL}. Give either this or nonzeros."
 _WIDTH_MULTIPLE_DOC = "d_model is a multiple of this (e.g. the head count, or 128 for accelerator-friendly shapes)."
 
 
 class _SizedModel(SpecModel):
     """Fields and checks shared by every family."""
 
-    nonzeros: float | None = Field(default=None, gt=0, description=_NONZEROS_DOC, examples=[20000, 4.2e7])
-    d_model: PositiveInt | None = Field(default=None, description=_D_MODEL_DOC, examples=[768])
-    width_multiple: PositiveInt = Field(default=1, description=_WIDTH_MULTIPLE_DOC, examples=[8, 128])
+    nonzeros: float | None = Field(
+        default=None, gt=0, le=MAX_NONZEROS, description=_NONZEROS_DOC, examples=[20000, 4.2e7]
+    )
+    d_model: int | None = Field(default=None, gt=0, le=MAX_D_MODEL, description=_D_MODEL_DOC, examples=[768])
+    width_multiple: int = Field(default=1, gt=0, le=MAX_D_MODEL, description=_WIDTH_MULTIPLE_DOC, examples=[8, 128])
 
     @model_validator(mode="after")
     def _size_and_base_complete(self) -> _SizedModel:

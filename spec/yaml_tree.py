@@ -133,6 +133,26 @@ def _parse_float(text: str) -> float:
 
 
 MAX_DEPTH = 64  # a spec nests a handful of levels; far deeper input would exhaust recursion
+# Nodes of a document with its aliases expanded. The paper's specs have a few hundred; a
+# "billion laughs" file (aliases of aliases) would expand to billions, so it is refused first.
+MAX_NODES = 100_000
+
+
+def _check_version(text: str, filename: str) -> None:
+    """Refuse a `%YAML` directive of another version than 1.2: under 1.1 ruamel reads `yes` as
+    true and `0755` as octal, so the spec would not mean what it says everywhere else (and it
+    asserts on versions it does not know). Directives are the lines before the document starts."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not line.startswith("%"):
+            return  # the document has started: no more directives
+        words = line.split()
+        if words[0] == "%YAML" and words[1:2] != ["1.2"]:
+            version = f" {words[1]}" if len(words) > 1 else ""
+            raise SpecError([Issue(Origin(filename, number, 1),
+                                   f"%YAML{version}: only YAML 1.2 is read (remove the directive or write %YAML 1.2)")])
 
 
 def _check_depth(text: str, filename: str) -> None:
@@ -150,9 +170,50 @@ def _check_depth(text: str, filename: str) -> None:
             depth -= 1
 
 
+def _check_expansion(root: Node, filename: str) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES nodes or MAX_DEPTH levels. The
+    composed graph shares one node per anchor, so each node's expanded size and depth are computed
+    once (iteratively: alias chains may be deeper than Python's stack), in time linear in the file."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    visiting: set[int] = set()  # nodes whose children are being counted
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node)
+        if not expanded:
+            if id(node) in visiting:
+                continue  # a recursive alias: counted once here, refused by the builder
+            visiting.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        visiting.discard(id(node))
+        size[id(node)] = 1 + sum(size.get(id(child), 1) for child in children)
+        nests = isinstance(node, (MappingNode, SequenceNode))  # depth counts collections, as _check_depth does
+        depth[id(node)] = int(nests) + max((depth.get(id(child), 0) for child in children), default=0)
+        if size[id(node)] > MAX_NODES or depth[id(node)] > MAX_DEPTH:
+            what = (f"expand to more than {MAX_NODES} nodes" if size[id(node)] > MAX_NODES
+                    else f"nest deeper than {MAX_DEPTH} levels")
+            mark = node.start_mark
+            raise SpecError([Issue(Origin(filename, mark.line + 1, mark.column + 1),
+                                   f"YAML aliases here {what}; a spec needs far fewer (write the values out)")])
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
 def parse_yaml(text: str, filename: str) -> Located | None:
     """One YAML document as a located tree; None for an empty document. Raises SpecError."""
     try:
+        _check_version(text, filename)
         _check_depth(text, filename)
         root = YAML(typ="rt").compose(text)
     except MarkedYAMLError as error:
@@ -166,6 +227,7 @@ def parse_yaml(text: str, filename: str) -> Located | None:
         raise SpecError([Issue(where, f"invalid YAML: {str(error).splitlines()[0]}")]) from None
     if root is None:
         return None
+    _check_expansion(root, filename)
     builder = _Builder(filename)
     tree = builder.build(root)
     if builder.issues:

@@ -101,3 +101,20 @@ def test_fit_flags_default_to_the_spec_fit_settings() -> None:
         spec.huber_delta, spec.log_loss, spec.starts, spec.seed, spec.bootstrap)
     assert args.holdout == spec.holdout.kind.replace("_", "-")
     assert build_parser().parse_args(["fit", "results.csv", "--no-log-loss"]).log_loss is False
+
+
+def test_repeated_columns_merge_and_conflicts_are_errors(tmp_path: Path, capsys) -> None:
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(SYNTHETIC_CSV.read_text().replace("nonzeros", "params", 1))
+    out = tmp_path / "fit"
+    code = main(["fit", str(renamed), "--columns", "loss=val-loss", "--columns", "nonzeros=params", "--starts", "2",
+                 "--bootstrap", "0", "--no-report", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    assert json.loads((out / "fit.json").read_text())["settings"]["columns"] == {"loss": "val-loss", "nonzeros": "params"}
+    capsys.readouterr()
+    message = _run_error(["fit", str(renamed), "--columns", "loss=val-loss", "--columns", "loss=other"], capsys)
+    assert message.strip() == "error: --columns: loss is mapped to both 'val-loss' and 'other'"
+    assert "mapped to both" in _run_error(["fit", str(renamed), "--columns", "loss=val-loss,loss=x"], capsys)
+    # `engine report` of that fit: --columns must agree with the columns the fit read.
+    assert _run_error(["report", str(out), "--columns", "loss=other"], capsys) == (
+        f"error: --columns: loss=other, but {out / 'fit.json'} was fitted with loss=val-loss")

@@ -16,6 +16,8 @@ import csv
 import io
 import json
 import math
+import re
+import resource
 import subprocess
 import sys
 import time
@@ -114,17 +116,38 @@ def dump_yaml(tree: Any) -> str:
     return buffer.getvalue()
 
 
+def alias_bomb(levels: int, width: int, key: str = "bomb") -> str:
+    """A mapping `key` of `levels` anchors, each a list of `width` aliases of the one before:
+    width**levels leaves from a few hundred bytes ("billion laughs")."""
+    lines = [f"{key}:", f"  l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
 @st.composite
 def damaged_texts(draw: st.DrawFn, text: str) -> str:
-    """The spec's text cut, with bytes inserted, or with a tag that would construct an object."""
-    kind = draw(st.sampled_from(["cut", "insert", "tag", "indent"]))
+    """The spec's text cut, with bytes inserted, with a tag that would construct an object, an
+    alias bomb, a `%YAML` directive, or a non-finite number where a number is."""
+    kind = draw(st.sampled_from(["cut", "insert", "tag", "indent", "aliases", "directive", "nonfinite"]))
     at = draw(st.integers(0, len(text)))
     if kind == "cut":
         return text[:at]
     if kind == "insert":
         return text[:at] + draw(st.text(min_size=1, max_size=8)) + text[at:]
+    if kind == "aliases":  # levels x width aliases of aliases, under a new key
+        return text + alias_bomb(draw(st.integers(1, 8)), draw(st.integers(2, 12)))
+    if kind == "directive":
+        version = draw(st.sampled_from(["1.1", "1.0", "1.2", "1.3", "2.0", ""]))
+        return f"%YAML {version}\n---\n{text}"
     lines = text.splitlines()
     index = draw(st.integers(0, max(len(lines) - 1, 0)))
+    if kind == "nonfinite":
+        numeric = [i for i, line in enumerate(lines) if re.search(r":\s*-?[0-9][0-9.e+-]*\s*$", line)]
+        if numeric:
+            index = draw(st.sampled_from(numeric))
+            key, _, _ = lines[index].rpartition(":")
+            lines[index] = f"{key}: {draw(st.sampled_from(['.inf', '-.inf', '.nan', '.NaN', '+.Inf', '1e400']))}"
+        return "\n".join(lines) + "\n"
     if kind == "tag" and lines and ": " in lines[index]:
         key, _, value = lines[index].partition(": ")
         tag = draw(st.sampled_from(["!!python/object/apply:os.system", "!!python/name:os.system", "!custom", "!!set"]))
@@ -313,3 +336,35 @@ def test_a_subprocess_with_bad_input_exits_cleanly(tmp_path: Path, command: list
     output = done.stdout + done.stderr  # validate lists problems on stdout
     assert done.returncode == 1 and "Traceback" not in output
     assert str(bad) in output
+
+
+def test_an_alias_bomb_is_refused_in_well_under_a_second_and_100_mb(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Six nested levels of ten aliases (10**6 lists of ten once expanded) in about 300 bytes."""
+    spec = tmp_path / "laughs.yaml"
+    spec.write_text(alias_bomb(6, 10, key="name"))
+    assert spec.stat().st_size < 500
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    _, output = check_answer(["validate", str(spec)], (1,), capsys)
+    assert time.perf_counter() - started < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+    assert f"{spec}:6:7: YAML aliases here expand to more than 100000 nodes" in output
+
+
+def test_a_yaml_1_1_directive_is_refused_at_its_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = tmp_path / "old.yaml"
+    spec.write_text("%YAML 1.1\n---\n" + (ROOT / "tests/fixtures/run/tiny_vit.yaml").read_text())
+    _, output = check_answer(["validate", str(spec)], (1,), capsys)
+    assert f"{spec}:1:1: %YAML 1.1: only YAML 1.2 is read" in output
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400", "1e200"])
+def test_non_finite_and_unbounded_sizes_are_refused_at_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture, value: str
+) -> None:
+    spec = tmp_path / "huge.yaml"
+    text = (ROOT / "tests/fixtures/run/tiny_vit.yaml").read_text()
+    spec.write_text(text.replace("model.nonzeros: [1000, 2000]", f"model.nonzeros: [1000, {value}]"))
+    _, output = check_answer(["validate", "--plan", str(spec)], (1,), capsys)
+    expected = "less than or equal to" if value == "1e200" else "finite number"
+    assert f"{spec}:21:28: model.nonzeros: expected" in output and expected in output, output

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from engine.planning.plan import RunStatus, read_status
 from engine.results import (
@@ -45,3 +49,20 @@ def test_written_status_is_what_plan_reads(tmp_path: Path) -> None:
     assert read_status(tmp_path / "run") == RunStatus("failed", 17, "loss is nan")
     write_status(tmp_path / "run", "running", 40)
     assert read_status(tmp_path / "run").describe() == "partial at step 40"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Atomic replacement (mkstemp makes 0600) and appends give what any other tool would."""
+    from engine.results import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        write_status(tmp_path / "run", "running", 3)
+        append_result(tmp_path, _row("a", 1.5))
+        atomic_write_text(tmp_path / "plan.json", "[]")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "run" / "status.json", tmp_path / "results.jsonl", tmp_path / "results.csv",
+                 tmp_path / "plan.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

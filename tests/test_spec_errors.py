@@ -115,3 +115,22 @@ def test_family_mismatch_points_at_the_source_kind(tmp_path: Path) -> None:
     [issue] = check_file(path)
     assert issue.message == "data.source.kind: a decoder model needs a token source, got synthetic_images"
     assert (issue.origin.line, issue.origin.col) == (13, 18)
+
+
+TINY = Path(__file__).parent / "fixtures" / "run" / "tiny_vit.yaml"  # sweeps model.nonzeros and sparsity.level
+
+
+@pytest.mark.parametrize("edit, expected", [
+    # A misspelt section: only the unknown key, at the key, not "model: missing kind" at the sweep's line.
+    (lambda text: text.replace("\nmodel:", "\nmodle:"), ["4:1: unknown key `modle` (did you mean `model`?)"]),
+    # A section left out that the sweep reaches into: at the spec's first line.
+    (lambda text: text.replace(text[text.index("\nmodel:"):text.index("\nsparsity:")], ""),
+     ["1:1: missing required key `model` (the sweep sets model.nonzeros, not the whole section)"]),
+    # A section left out that nothing sweeps: at the spec's first line too (not at its first key).
+    (lambda text: text.replace(text[text.index("\noptimizer:"):text.index("\ndata:")], ""),
+     ["1:1: missing required key `optimizer`"]),
+])
+def test_top_level_sections_misspelt_or_missing_are_reported_at_the_spec(tmp_path: Path, edit, expected: list[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(edit(TINY.read_text()))
+    assert [str(issue).removeprefix(f"{spec}:") for issue in check_file(spec)] == expected

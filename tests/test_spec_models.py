@@ -122,3 +122,27 @@ def test_level_of_narrows_discriminated_unions_by_kind() -> None:
     assert {m.__name__ for m in level_of(annotation, {"kind": "adamw"}).models} == {"AdamwOptimizer"}
     assert len(level_of(annotation, None).models) == 2
     assert level_of(dict[str, int], None) == Level(open=True)
+
+
+def test_no_spec_model_takes_a_non_finite_number() -> None:
+    """`.inf` / `.nan` are refused wherever a number is meant (allow_inf_nan=False on every model)."""
+    assert all(model.model_config.get("allow_inf_nan") is False for model in all_models(ExperimentSpec))
+    from spec.analysis import ExtrapolationPoint
+
+    for value in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ValidationError, match="finite number"):
+            ExtrapolationPoint.model_validate({"sparsity": 0.5, "nonzeros": value, "data": 1e9})
+        with pytest.raises(ValidationError, match="finite number"):
+            SparsitySpec.model_validate({"level": value})
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"nonzeros": 1e200}, "less than or equal to 1000000000000000"),
+    ({"d_model": 65540, "width_multiple": 4}, "less than or equal to 65536"),
+])
+def test_model_sizes_are_bounded(model: dict, message: str) -> None:
+    from spec.model import VitModel
+
+    base = {"layers": 1, "num_heads": 2, "mlp_ratio": 2.0, "image_size": 8, "patch_size": 4, "channels": 3, "num_classes": 4}
+    with pytest.raises(ValidationError, match=message):
+        VitModel.model_validate({"kind": "vit", "base": base, **model})

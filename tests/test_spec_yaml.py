@@ -86,3 +86,56 @@ def test_deep_merge_child_wins_lists_replaced_kind_change_replaces() -> None:
         "opt": {"kind": "adamw", "b1": 0.8},
         "keep": 1,
     }
+
+
+def billion_laughs(levels: int, width: int = 10) -> str:
+    """`levels` nested levels of `width` aliases each: width**levels leaves from a few hundred bytes."""
+    names = "abcdefghij"
+    lines = [f"a: &a [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels + 1):
+        lines.append(f"{names[level]}: &{names[level]} [{', '.join([f'*{names[level - 1]}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_fast_and_small() -> None:
+    import resource
+    import time
+
+    text = billion_laughs(6)  # 10**7 leaves once expanded
+    assert len(text) < 400
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as caught:
+        parse_yaml(text, "t.yaml")
+    assert time.perf_counter() - started < 0.5
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 100 * 1024  # KiB: under 100 MB
+    [issue] = caught.value.issues
+    assert str(issue).startswith("t.yaml:5:4: YAML aliases here expand to more than 100000 nodes")
+
+
+def test_aliases_a_spec_would_use_are_read() -> None:
+    assert plain("a: &x {n: 2, m: 4}\nb: *x\nc: [*x, *x]") == {
+        "a": {"n": 2, "m": 4}, "b": {"n": 2, "m": 4}, "c": [{"n": 2, "m": 4}] * 2}
+    assert len(plain(billion_laughs(3))["d"]) == 10  # type: ignore[index]  # 10**3 leaves: fine
+
+
+def test_aliases_nesting_past_the_depth_limit_are_refused() -> None:
+    # Each level nests the previous anchor one list deeper: 70 levels, from 70 short lines.
+    lines = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 70)]
+    with pytest.raises(SpecError) as caught:
+        parse_yaml("\n".join(lines), "t.yaml")
+    assert "YAML aliases here nest deeper than 64 levels" in str(caught.value.issues[0])
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0", "1.3"])
+def test_only_yaml_1_2_is_read(version: str) -> None:
+    # Under %YAML 1.1 ruamel would read `yes` as true and 0755 as octal.
+    with pytest.raises(SpecError) as caught:
+        parse_yaml(f"# a comment\n%YAML {version}\n---\nsparsity_aware_rms: yes\n", "t.yaml")
+    [issue] = caught.value.issues
+    assert str(issue) == (f"t.yaml:2:1: %YAML {version}: only YAML 1.2 is read "
+                          "(remove the directive or write %YAML 1.2)")
+
+
+def test_a_yaml_1_2_directive_is_accepted() -> None:
+    assert plain("%YAML 1.2\n---\nsparsity_aware_rms: yes\n") == {"sparsity_aware_rms": "yes"}

@@ -13,6 +13,7 @@ import pytest
 from engine.cli import main
 from engine.cli.validate import check_paths
 from engine.planning.checks import REACH_FACTOR
+from spec.model import MAX_D_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = Path(__file__).parent / "fixtures" / "specs" / "plan"
@@ -44,6 +45,14 @@ def test_widths_too_coarse_for_a_target(capsys: pytest.CaptureFixture[str]) -> N
     assert f"6000 non-zeros cannot be reached at sparsity 0 within a factor {REACH_FACTOR:g}" in message
     below, above = (int(message.split(f"d_model {width} has ")[1].split()[0].rstrip(";")) for width in (16, 32))
     assert below * REACH_FACTOR < 6000 < above / REACH_FACTOR  # neither neighbour is close enough
+
+
+def test_a_target_beyond_the_widest_model(capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e14 is under the spec's bound (MAX_NONZEROS) but no width up to MAX_D_MODEL reaches it.
+    code, [issue] = validate(capsys, str(PLAN / "unreachable_size.yaml"), "--set", "sweep.grid.model.nonzeros=[1e14]")
+    assert code == 1
+    assert issue["message"].startswith("model.nonzeros: 1e+14 non-zeros cannot be reached at sparsity 0: even the "
+                                       f"widest model (d_model {MAX_D_MODEL}, the largest multiple of 64 up to {MAX_D_MODEL}) has only ")
 
 
 def test_nm_group_must_divide_fan_in(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,3 +136,127 @@ def test_a_broken_source_of_a_source_is_reported_at_the_spec_line(tmp_path: Path
     assert [(Path(i["file"]).name, i["line"], i["path"]) for i in issues] == [
         ("a.yaml", 11, "init.source.spec"), ("b.yaml", 12, "init.source.where")]
     assert issues[0]["message"].startswith("init.source.spec: b.yaml cannot be planned: init.source.where ")
+
+
+# --- checks `engine run` also makes before training: vocabulary, holdout, enough runs to fit -----
+
+DECODER_TEXT = """\
+name: text
+model:
+  kind: decoder
+  base: {layers: 1, num_heads: 2, mlp_ratio: 2.0, vocab_size: 200, seq_len: 16}
+  d_model: 16
+sparsity: {level: 0.0}
+optimizer: {kind: adamw, learning_rate: {kind: constant, value: 1.0e-3}}
+data:
+  source: {kind: text_files, paths: [corpus.txt], tokenizer: {kind: bytes}}
+  steps: 4
+  batch_size: 2
+  eval_every: 2
+analysis: {fit: null}
+"""
+
+
+def test_a_vocabulary_smaller_than_the_bytes_tokenizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "text.yaml"
+    spec.write_text(DECODER_TEXT)
+    code, [issue] = validate(capsys, str(spec))
+    assert code == 1
+    assert (issue["line"], issue["column"], issue["path"]) == (4, 63, "model.base.vocab_size")  # the 200
+    assert issue["message"] == ("model.base.vocab_size: tokenizer bytes needs token ids 0..258, so vocab_size "
+                                "must be at least 259; the model has vocab_size 200")
+    spec.write_text(DECODER_TEXT.replace("vocab_size: 200", "vocab_size: 259"))
+    assert validate(capsys, str(spec)) == (0, [])
+
+
+def test_a_sentencepiece_vocabulary_is_checked_only_when_its_model_file_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.data.tokenizers as tokenizers
+
+    class Pieces:  # stands in for a 32,000-piece model (the sentencepiece package is optional)
+        def __init__(self, path: Path) -> None:
+            assert path == tmp_path / "t5.model"
+            self.id_count = 32000
+
+    monkeypatch.setattr(tokenizers, "SentencePieceTokenizer", Pieces)
+    spec = tmp_path / "text.yaml"
+    spec.write_text(DECODER_TEXT.replace("vocab_size: 200", "vocab_size: 1000").replace(
+        "{kind: bytes}", "{kind: sentencepiece, model: t5.model}"))
+    assert validate(capsys, str(spec)) == (0, [])  # no model file here: unknown, not an error
+    (tmp_path / "t5.model").write_bytes(b"model")
+    code, [issue] = validate(capsys, str(spec))
+    assert code == 1 and issue["path"] == "model.base.vocab_size"
+    assert "needs token ids 0..31999, so vocab_size must be at least 32000" in issue["message"]
+
+
+def tiny_with_fit(tmp_path: Path, fit: str, grid: str = "model.nonzeros: [1000, 2000]") -> Path:
+    text = (ROOT / "tests/fixtures/run/tiny_vit.yaml").read_text()
+    text = text.replace("  fit: null\n", f"  fit: {fit}\n").replace("model.nonzeros: [1000, 2000]", grid)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def test_a_sweep_too_small_for_the_fit_is_refused_at_the_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tiny_with_fit(tmp_path, "{holdout: {kind: none}}")  # 2 x 2 = 4 runs for 7 coefficients
+    code, [issue] = validate(capsys, str(spec))
+    assert code == 1 and (issue["line"], issue["column"]) == (19, 1)  # the `sweep` key
+    assert issue["message"] == ("sweep: too few runs for analysis.fit: the law's 7 free coefficients need at least 8 "
+                                "fitted runs; the spec has 4 runs from scratch, leaving 4. Add sweep points, change "
+                                "the holdout, or set analysis.fit: null")
+    spec = tiny_with_fit(tmp_path, "{}", grid="model.nonzeros: [1000, 2000, 4000, 8000]")  # 8 runs, 2 held out
+    code, [issue] = validate(capsys, str(spec))
+    assert "the spec has 8 runs from scratch, 2 of them held out by analysis.fit.holdout, leaving 6" in issue["message"]
+    spec = tiny_with_fit(tmp_path, "{}", grid="model.nonzeros: [1000, 2000, 4000, 8000, 16000]")  # 10 runs, 8 fitted
+    assert validate(capsys, str(spec)) == (0, [])
+
+
+def test_an_nm_refit_needs_four_runs_per_group_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "nm.yaml"
+    spec.write_text((ROOT / "experiments/nm_sweep.yaml").read_text().replace(
+        "data.steps: [150, 150, 150, 150, 300, 600]", "data.steps: [150, 150, 150, 150, 300, 600]\n"
+        "    sparsity.pattern: [{kind: nm, n: 2, m: 4}, {kind: nm, n: 2, m: 4}, {kind: nm, n: 2, m: 4}, "
+        "{kind: nm, n: 2, m: 8}, {kind: nm, n: 2, m: 8}, {kind: nm, n: 2, m: 8}]").replace(
+        "  grid:                    # an n:m pattern fixes the level, 1 - n/m: no level axis\n"
+        "    sparsity.pattern:\n      - {kind: nm, n: 2, m: 4}\n      - {kind: nm, n: 1, m: 4}\n"
+        "      - {kind: nm, n: 4, m: 8}\n      - {kind: nm, n: 2, m: 8}\n", "").replace(
+        "extends: vit_sweep.yaml", f"extends: {ROOT / 'experiments/vit_sweep.yaml'}"))
+    code, [issue] = validate(capsys, str(spec))
+    assert code == 1 and issue["message"] == (
+        "sweep: too few runs for analysis.nm_refit: it fits 3 free coefficients (a_S, b_S, c_S) per group size m and "
+        "needs at least 4 runs of each; the spec has 3 runs of n:4, 3 runs of n:8")
+
+
+@pytest.mark.parametrize("coordinates, line, column, message", [
+    ("[{model.nonzeros: 3000}]", 25, 41,
+     "analysis.fit.holdout.coordinates[0]: selects no run: no sweep point has all these values"),
+    ("[{model.nonzeros: 1000}, {data.steps: 16}]", 25, 65,
+     "analysis.fit.holdout.coordinates[1]: selects no run: data.steps is not a sweep axis "
+     "(axes: model.nonzeros, sparsity.level)"),
+    ("[{model.nonzeros: 1000}, {model.nonzeros: 2000}]", 25, 5,
+     "analysis.fit.holdout: selects every one of the 4 from-scratch runs; none would be left to fit"),
+])
+def test_a_holdout_selecting_no_run_or_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], coordinates: str, line: int, column: int, message: str
+) -> None:
+    spec = tiny_with_fit(tmp_path, f"\n    holdout: {{kind: runs, coordinates: {coordinates}}}")
+    code, issues = validate(capsys, str(spec))
+    assert code == 1 and (issues[0]["line"], issues[0]["column"], issues[0]["message"]) == (line, column, message)
+
+
+def test_engine_run_refuses_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tiny_with_fit(tmp_path, "{holdout: {kind: none}}")
+    assert main(["run", str(spec), "--set", f"run.output_dir={tmp_path / 'runs'}"]) == 1
+    assert "19:1: sweep: too few runs for analysis.fit" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_set_of_a_swept_field_names_the_axis(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(ROOT / "tests/fixtures/run/tiny_vit.yaml")
+    assert main(["validate", spec, "--set", "sparsity.level=0.9"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "--set sparsity.level=0.9: sparsity.level: the sweep axis sweep.grid.sparsity.level also sets this field at "
+        "every sweep point, which would replace the override; set the axis instead "
+        "(--set 'sweep.grid.sparsity.level=[...]') or remove it")
+    assert main(["validate", spec, "--set", "sweep.grid.sparsity.level=[0.9]", "--set", "model.width_multiple=8"]) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from engine import __version__
@@ -60,4 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        if args.command == "run":  # runs keep their last checkpoint (and say which): the same command resumes
+            command = shlex.join(["engine", *(sys.argv[1:] if argv is None else argv)])
+            print(f"to resume, run the same command again:\n  {command}", file=sys.stderr)
         return 130

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "sparsity, nonzeros, data, loss; writes DIR/fit.json and the report.",
     )
     parser.add_argument("results", type=Path, help="results table (.csv or .jsonl)")
-    parser.add_argument("--columns", default=None, help="map canonical names to yours: loss=val-loss,data=tokens")
+    add_columns_option(parser)
     # Defaults are the spec's `analysis.fit` defaults (FitSettings): one place for both.
     defaults = FitSettings()
     parser.add_argument("--huber-delta", type=float, default=defaults.huber_delta,
@@ -42,6 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: fit/ next to RESULTS)")
     parser.add_argument("--no-report", action="store_true", help="write fit.json only")
     parser.set_defaults(handler=run)
+
+
+def add_columns_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--columns", action="append", default=None, metavar="CANONICAL=YOURS[,...]",
+                        help="map canonical names to your table's: loss=val-loss,data=tokens (repeatable; merged)")
+
+
+def column_map(values: list[str] | None) -> dict[str, str]:
+    """Every `--columns` given, merged into one map; one canonical column mapped to two different
+    columns (in one option or across several) is a usage error rather than last-one-wins."""
+    merged: dict[str, str] = {}
+    for value in values or []:
+        for item in value.split(","):
+            for canonical, source in parse_column_map(item).items():
+                if merged.get(canonical, source) != source:
+                    raise UserError(f"--columns: {canonical} is mapped to both {merged[canonical]!r} and {source!r}",
+                                    exit_code=2)
+                merged[canonical] = source
+    return merged
 
 
 def summary_lines(result: FitResult) -> list[str]:
@@ -68,7 +87,7 @@ def summary_lines(result: FitResult) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    columns = parse_column_map(args.columns)
+    columns = column_map(args.columns)
     table = read_table(args.results, columns)
     frozen = None
     if args.freeze_dense is not None:

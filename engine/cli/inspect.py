@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inspect", help="step, per-tensor sparsity, n:m validity and sizes of a checkpoint",
         description=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("checkpoints", type=Path, metavar="CHECKPOINT_DIR")
+    parser.add_argument("checkpoints", type=Path, metavar="CHECKPOINT_DIR",
+                        help="a run's checkpoints/ directory or the run directory")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=run)
 

@@ -325,9 +325,10 @@ def find_fit_json(path: Path) -> Path | None:
     return next((p for p in (path / "fit.json", path / "report" / "fit.json") if p.is_file()), None)
 
 
-def load_fit_with_table(fit_json: Path) -> tuple[FitResult, ResultsTable]:
+def load_fit_with_table(fit_json: Path, columns: dict[str, str] | None = None) -> tuple[FitResult, ResultsTable]:
     """A fit.json and the results table it was fitted to (found through its provenance: as recorded,
-    relative to the working directory or to the fit, or the sweep's results.csv beside it)."""
+    relative to the working directory or to the fit, or the sweep's results.csv beside it), read
+    with the fit's column map plus `columns` (`--columns`; one that contradicts the fit's is an error)."""
     from engine.fit.io import read_table
 
     try:
@@ -343,5 +344,10 @@ def load_fit_with_table(fit_json: Path) -> tuple[FitResult, ResultsTable]:
     results = next((p for p in candidates if p.is_file()), None)
     if results is None:
         raise UserError(f"{fit_json}: its results table {source} is not found")
-    table = read_table(results, document.get("settings", {}).get("columns") or {})
+    fitted = document.get("settings", {}).get("columns") or {}
+    for canonical, source_column in (columns or {}).items():
+        if fitted.get(canonical, source_column) != source_column:
+            raise UserError(f"--columns: {canonical}={source_column}, but {fit_json} was fitted with "
+                            f"{canonical}={fitted[canonical]}", exit_code=2)
+    table = read_table(results, {**fitted, **(columns or {})})
     return fit_result_from_json(document), table

@@ -8,7 +8,13 @@ Each sweep point is planned (engine.planning.plan, pure Python: no JAX, no traci
   kernel (engine.planning.sizing.param_shapes, the layout the models use),
 - two sweep points that are the same run (same run id, e.g. two sizes that resolve to one width),
 - an `init: pretrained` source that cannot be resolved (engine.planning.plan.resolve_source: the source
-  spec is missing or invalid, or `where` selects no run or several).
+  spec is missing or invalid, or `where` selects no run or several),
+- a token model whose vocab_size cannot hold the tokenizer's ids (the bytes tokenizer's 259, a
+  SentencePiece model's pieces when its file exists) plus T5's sentinels,
+- a `holdout: {kind: runs}` entry that selects no run, or a holdout that selects every run,
+- a sweep with too few from-scratch runs left after the holdout for the fit's free coefficients
+  (7, or 3 for an n:m refit, per group size m), so the fit would fail after all the training.
+`engine run` refuses the same problems before it trains anything (check_plan).
 Each problem is located at the YAML node that sets the field for that point: the value in the
 sweep's list when the field is swept, the field itself otherwise (in an `extends` base if that is
 where it is written).
@@ -24,9 +30,13 @@ from engine.planning import sizing
 from engine.errors import UserError
 from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
+from engine.fit.law import COEFFICIENT_NAMES
+from spec.analysis import LargestNonzerosHoldout, RunsHoldout
+from spec.data import BytesTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
+from spec.model import MAX_D_MODEL
 from spec.loading import apply_override, load_experiment, load_tree
 from spec.sparsity import NmPattern
 from spec.yaml_tree import Located, find
@@ -35,11 +45,13 @@ from spec.yaml_tree import Located, find
 REACH_FACTOR = 1.5
 
 
-def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
+def plan_issues(path: Path, overrides: Sequence[str], analysis: bool = True) -> list[Issue]:
     """Every planning problem of a spec file that validates (check it with spec.loading.check_file
-    first: an invalid spec raises SpecError here)."""
+    first: an invalid spec raises SpecError here). `analysis=False` leaves out the checks of the
+    holdout and the fit (for `engine run --no-report`, which fits nothing)."""
     experiment = load_experiment(path, overrides)
     sources = SourcePlans(Path("."))  # pretrained source specs, each planned once
+    tokenizer_ids: dict[str, int | None] = {}  # tokenizer -> its id count, read once per spec
     tree = load_tree(path)
     for text in overrides:
         tree = apply_override(tree, text)
@@ -56,6 +68,9 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
         nm = nm_problem(spec, dims)
         if nm:
             issues.append(Issue(locate("sparsity.pattern.m"), nm))
+        vocab = vocab_problem(spec, dims, experiment.spec_dir, tokenizer_ids)
+        if vocab:
+            issues.append(Issue(locate("model.base.vocab_size"), vocab, at="model.base.vocab_size"))
         source_issue = _source_spec_issue(spec, experiment.spec_dir, sources, locate)
         if source_issue:
             issues.append(source_issue)
@@ -71,7 +86,19 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
         if schedule:
             issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
     issues += duplicate_issues(planned, tree)
+    runs = [run for run, _ in planned]
+    if analysis and runs and len(runs) == len(experiment.points):  # these need the whole sweep
+        holdout = holdout_issues(runs, tree)
+        issues += holdout or fit_size_issues(runs, tree)  # a holdout of every run leaves none: said once
     return list(dict.fromkeys(issues))  # a problem shared by several points is reported once
+
+
+def check_plan(path: Path, overrides: Sequence[str], analysis: bool = True) -> None:
+    """What `engine run` calls before training: raise SpecError with every problem plan_issues finds,
+    so a sweep that cannot succeed (or cannot be fitted) is refused before it costs any compute."""
+    issues = plan_issues(path, overrides, analysis)
+    if issues:
+        raise SpecError(issues)
 
 
 # --- checks (pure: a concrete run spec and its resolved shape in, a message or None out) ----------
@@ -93,6 +120,11 @@ def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
             f"{head}: the narrowest model (d_model {multiple}, the width_multiple) already has {achieved} "
             f"({achieved / target:.3g}x the target); raise the target or lower width_multiple"
         )
+    if achieved < target and dims.d_model + multiple > MAX_D_MODEL:
+        return (
+            f"{head}: even the widest model (d_model {dims.d_model}, the largest multiple of {multiple} up to "
+            f"{MAX_D_MODEL}) has only {achieved} ({achieved / target:.3g}x the target); lower the target"
+        )
     other_width = dims.d_model - multiple if achieved > target else dims.d_model + multiple
     mlp_ratio = base_fields(spec.model)["mlp_ratio"]
     other = sizing.nonzeros_at(sizing.scaled_dims(dims, other_width, mlp_ratio), level)
@@ -100,6 +132,143 @@ def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
         f"{head} within a factor {REACH_FACTOR:g}: in steps of width_multiple {multiple}, d_model "
         f"{dims.d_model} has {achieved} and d_model {other_width} has {other}; lower width_multiple"
     )
+
+
+def tokenizer_id_count(spec: ExperimentSpec, spec_dir: Path) -> int | None:
+    """How many token ids the spec's tokenizer emits (engine.data.tokenizers: id_count), or None
+    when that is unknown without the data (no tokenizer, or a SentencePiece model file that is
+    missing here or cannot be read without the optional package)."""
+    from engine.data.tokenizers import ByteTokenizer, SentencePieceTokenizer
+
+    source = spec.data.source
+    if not isinstance(source, TextFiles):
+        return None
+    if isinstance(source.tokenizer, BytesTokenizer):
+        return ByteTokenizer.id_count
+    model_path = spec_dir / source.tokenizer.model
+    if not model_path.is_file():
+        return None  # validation does not require data files (CI machines lack them)
+    try:
+        return SentencePieceTokenizer(model_path).id_count
+    except UserError:
+        return None  # no sentencepiece package, or not a model: training says so with its fix
+
+
+def vocab_problem(spec: ExperimentSpec, dims: ModelDims, spec_dir: Path, cache: dict[str, int | None]) -> str | None:
+    """Why the model's vocab_size cannot hold the tokenizer's ids (plus T5's sentinels), or None."""
+    if dims.family not in ("t5", "decoder") or not isinstance(spec.data.source, TextFiles):
+        return None
+    tokenizer = spec.data.source.tokenizer
+    key = tokenizer.model_dump_json()
+    if key not in cache:
+        cache[key] = tokenizer_id_count(spec, spec_dir)
+    needed = cache[key]
+    if needed is None:
+        return None
+    from engine.data.layouts import token_layout
+
+    try:
+        token_layout(dims).check_content_fits(needed, f"tokenizer {tokenizer.kind}")
+    except UserError as error:
+        return f"model.base.vocab_size: {error}"
+    return None
+
+
+# --- the analysis: holdout and enough runs to fit ------------------------------------------------
+
+NM_FREE_COEFFICIENTS = 3  # a_S, b_S, c_S: engine.fit.result.FitSettings.free_coefficients with frozen dense
+
+
+def held_out_run_ids(holdout: object, runs: list[RunPlan]) -> set[str]:
+    """The from-scratch runs a spec's `analysis.fit.holdout` leaves out of the fit (pretrained
+    runs are never fitted). largest_nonzeros: the runs at the largest size target."""
+    scratch = [run for run in runs if run.init != "pretrained"]
+    if isinstance(holdout, RunsHoldout):
+        return {run.run_id for run in scratch
+                if any(matches_coordinates(run.coordinates, entry) for entry in holdout.coordinates)}
+    if isinstance(holdout, LargestNonzerosHoldout) and scratch:
+        target = {run.run_id: run.coordinates.get("model.nonzeros", run.nonzeros) for run in scratch}
+        largest = max(target.values())
+        held = {run_id for run_id, value in target.items() if value == largest}
+        return held if len(held) < len(scratch) else set()  # one size: the analysis holds out none
+    return set()
+
+
+def matches_coordinates(coordinates: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """A run's sweep coordinates agree with every dotted path -> value of one holdout entry."""
+    return all(path in coordinates and coordinates[path] == value for path, value in entry.items())
+
+
+def holdout_issues(runs: list[RunPlan], tree: Located) -> list[Issue]:
+    """A `holdout: {kind: runs}` entry that selects no run (at the entry), or entries that together
+    select every from-scratch run (at `holdout`): the held-out check could not run."""
+    fit = runs[0].spec.analysis.fit
+    if fit is None or not isinstance(fit.holdout, RunsHoldout) or runs[0].spec.analysis.nm_refit is not None:
+        return []
+    path = ("analysis", "fit", "holdout")
+    issues = []
+    scratch = [run for run in runs if run.init != "pretrained"]
+    axes = sorted({axis for run in scratch for axis in run.coordinates})
+    for index, entry in enumerate(fit.holdout.coordinates):
+        if not any(matches_coordinates(run.coordinates, entry) for run in scratch):
+            node = find(tree, (*path, "coordinates", index))[0]
+            unknown = [key for key in entry if key not in axes]
+            why = (f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a sweep axis (axes: "
+                   f"{', '.join(axes) or 'none'})" if unknown else "no sweep point has all these values")
+            issues.append(Issue(node.origin, f"analysis.fit.holdout.coordinates[{index}]: selects no run: {why}",
+                                at=f"analysis.fit.holdout.coordinates"))
+    held = held_out_run_ids(fit.holdout, runs)
+    if scratch and len(held) == len(scratch):
+        issues.append(Issue(find(tree, path)[1], f"analysis.fit.holdout: selects every one of the {len(scratch)} "
+                            "from-scratch runs; none would be left to fit"))
+    return issues
+
+
+def fit_size_issues(runs: list[RunPlan], tree: Located) -> list[Issue]:
+    """Too few from-scratch runs to fit what the analysis declares, at `sweep` (or `analysis.fit`
+    without a sweep): the fit would fail only after every run has trained."""
+    analysis = runs[0].spec.analysis
+    if analysis.fit is None and analysis.nm_refit is None or analysis.pretrained_vs_scratch is not None:
+        return []
+    problem = fit_size_problem(runs)
+    if problem is None:
+        return []
+    _, key_origin, depth = find(tree, ("sweep",))
+    if depth == 1:
+        return [Issue(key_origin, f"sweep: {problem}", at="sweep")]
+    _, key_origin, depth = find(tree, ("analysis", "fit"))  # one run: at the fit, or the spec's top
+    return [Issue(key_origin if depth == 2 else Origin(tree.origin.file, 1, 1), problem, at="analysis.fit")]
+
+
+def fit_size_problem(runs: list[RunPlan]) -> str | None:
+    """Why the declared fit cannot be made from these runs, or None: the law's 7 free coefficients
+    need 8 fitted (from-scratch, not held-out) runs; an n:m refit's 3 need 4 per group size m."""
+    analysis = runs[0].spec.analysis
+    scratch = [run for run in runs if run.init != "pretrained"]
+    if analysis.nm_refit is not None:
+        groups: dict[int, int] = {}
+        for run in scratch:
+            if isinstance(run.spec.sparsity.pattern, NmPattern):
+                groups[run.spec.sparsity.pattern.m] = groups.get(run.spec.sparsity.pattern.m, 0) + 1
+        short = {m: count for m, count in groups.items() if count <= NM_FREE_COEFFICIENTS}
+        if not short:
+            return None
+        listed = ", ".join(f"{_runs(count)} of n:{m}" for m, count in sorted(short.items()))
+        return (f"too few runs for analysis.nm_refit: it fits {NM_FREE_COEFFICIENTS} free coefficients (a_S, b_S, c_S) per group "
+                f"size m and needs at least {NM_FREE_COEFFICIENTS + 1} runs of each; the spec has {listed}")
+    free = len(COEFFICIENT_NAMES)
+    held = held_out_run_ids(analysis.fit.holdout, runs)
+    fitted = len(scratch) - len(held)
+    if fitted > free:
+        return None
+    held_text = f", {len(held)} of them held out by analysis.fit.holdout" if held else ""
+    return (f"too few runs for analysis.fit: the law's {free} free coefficients need at least {free + 1} fitted runs; "
+            f"the spec has {_runs(len(scratch))} from scratch{held_text}, leaving {fitted}. Add sweep points, "
+            "change the holdout, or set analysis.fit: null")
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 def _kernel_kind(name: str) -> str:

@@ -300,8 +300,8 @@ def read_status(run_dir: Path) -> RunStatus:
         return RunStatus("done", step)
     if state == "failed":
         return RunStatus("failed", step, str(reason) if reason is not None else None)
-    if state == "running":
-        return RunStatus("partial", step)
+    if state == "running":  # live, or stopped: an interrupted run's reason says where
+        return RunStatus("partial", step, str(reason) if reason else None)
     return RunStatus("partial", step, f"unknown state {state!r} in {STATUS_FILE}")
 
 

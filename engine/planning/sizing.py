@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from spec.model import MAX_D_MODEL
+
 Family = Literal["vit", "t5", "decoder"]
 Shape = tuple[int, ...]
 
@@ -213,15 +215,18 @@ def choose_d_model(
     width_multiple: int = 1,
 ) -> ModelDims:
     """The width (a multiple of width_multiple) whose exact non-zero count at this sparsity is
-    closest to the target, in relative terms. Counts grow monotonically with d_model, so a
-    bisection finds the bracketing pair and the nearer of the two wins."""
+    closest to the target, in relative terms, up to d_model MAX_D_MODEL. Counts grow monotonically
+    with d_model, so a bisection finds the bracketing pair and the nearer of the two wins."""
 
     def count(multiple: int) -> int:
         return nonzeros_at(scaled_dims(base, multiple * width_multiple, mlp_ratio), sparsity)
 
+    widest = max(MAX_D_MODEL // width_multiple, 1)  # a target beyond it gets the widest model
+    if count(widest) < target_nonzeros:  # (engine.planning.checks.reach_problem reports the miss)
+        return scaled_dims(base, widest * width_multiple, mlp_ratio)
     lo, hi = 1, 1
     while count(hi) < target_nonzeros:
-        lo, hi = hi, hi * 2
+        lo, hi = hi, min(hi * 2, widest)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if count(mid) < target_nonzeros:

@@ -14,9 +14,12 @@ from engine.errors import UserError
 from engine.fit.io import ResultsTable
 from engine.fit.law import LawCoefficients
 from engine.fit.result import FitResult, FitSettings
+from engine.planning.checks import held_out_run_ids
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import atomic_write_text, sweep_rows
-from spec.analysis import AnalysisSpec, FileFitSource, LargestNonzerosHoldout, NoHoldout, SpecFitSource
+from spec.analysis import (
+    AnalysisSpec, FileFitSource, LargestNonzerosHoldout, NoHoldout, RunsHoldout, SpecFitSource,
+)
 from spec.analysis import FitSettings as FitSettingsSpec
 
 
@@ -46,7 +49,7 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
 
         law, where = load_law(analysis.pretrained_vs_scratch.law, spec_dir, "analysis.pretrained_vs_scratch.law")
         blocks += pretrained_vs_scratch_blocks(law, where, with_pretrain_data(table, runs))
-    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies")
+    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies", analysis.report.formats)
     return report_dir
 
 
@@ -88,6 +91,8 @@ def fit_sweep(runs: list[RunPlan], sweep_dir: Path) -> tuple[FitResult, ResultsT
     if analysis.fit is None:
         raise UserError("analysis.fit is null: nothing to fit (analysis.design needs a fit)")
     table = read_table(sweep_dir / "results.csv")
+    if isinstance(analysis.fit.holdout, RunsHoldout):
+        table = with_held_out_column(table, held_out_run_ids(analysis.fit.holdout, runs))
     holdout = _holdout_expression(analysis.fit.holdout, sweep_rows(sweep_dir), runs)
     return fit_law(table, _fit_settings(analysis.fit, holdout, analysis)), table
 
@@ -97,7 +102,7 @@ def _fit_report(runs: list[RunPlan], report_dir: Path, sweep_dir: Path) -> Path:
 
     fit, table = fit_sweep(runs, sweep_dir)
     extra = _design_blocks(runs, fit, table, sweep_dir) if runs[0].spec.analysis.design is not None else []
-    write_report(report_dir, fit, table, extra_blocks=extra)
+    write_report(report_dir, fit, table, formats=runs[0].spec.analysis.report.formats, extra_blocks=extra)
     return report_dir
 
 
@@ -116,6 +121,17 @@ def _design_blocks(runs: list[RunPlan], fit: FitResult, table: ResultsTable, swe
     (sweep_dir / "report").mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / "report" / "design.json", json.dumps(summary, indent=1) + "\n")
     return design_blocks(summary)
+
+
+# The column that marks the runs a `holdout: {kind: runs}` selects; the fit holds out `held_out==1`.
+HELD_OUT_COLUMN = "held_out"
+
+
+def with_held_out_column(table: ResultsTable, held: set[str]) -> ResultsTable:
+    """The table with HELD_OUT_COLUMN 1 for the rows of `held` runs, 0 for the others."""
+    run_ids = table.extra.get("run_id") or [""] * len(table)
+    flags = [1 if str(run_id) in held else 0 for run_id in run_ids]
+    return replace(table, extra={**table.extra, HELD_OUT_COLUMN: flags})
 
 
 def load_law(source: SpecFitSource | FileFitSource, spec_dir: Path, field: str) -> tuple[LawCoefficients, str]:
@@ -209,5 +225,4 @@ def _holdout_expression(holdout, rows: list[dict], runs: list[RunPlan]) -> str:
         if not counts or not kept or min(counts) <= max(kept):
             return "none"  # nothing separable to hold out
         return f"nonzeros>={min(counts)}"
-    raise UserError("analysis.fit.holdout: kind 'runs' is not supported by `engine run` yet; "
-                    "use largest_nonzeros or none, or `engine fit --holdout`")
+    return f"{HELD_OUT_COLUMN}==1"  # RunsHoldout: the column with_held_out_column adds

@@ -105,7 +105,7 @@ def describe(holder: dict[str, Any] | None) -> str:
 
 def _create(path: Path, holder: dict[str, Any]) -> bool:
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         return False
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -168,7 +168,7 @@ def current_holder(run_dir: Path) -> dict[str, Any] | None:
 def record_attempt(held: Claim, step: int | None) -> None:
     """One line in <run>/attempts.jsonl: the holder starts (step None or 0) or resumes training."""
     record = {key: held.holder[key] for key in ("host", "pid", "started")} | {"step": step}
-    descriptor = os.open(held.run_dir / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(held.run_dir / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(descriptor, (json.dumps(record) + "\n").encode())
     finally:

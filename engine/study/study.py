@@ -62,6 +62,9 @@ class Study:
         if code != 0:
             return code
         runs = self.plan()  # sources may have been trained just now: plan again
+        from engine.planning.checks import check_plan  # `validate --plan`'s checks, before any training
+
+        check_plan(self.spec, self.options.overrides, analysis=self.options.report)
         if runs[0].spec.analysis.design is not None:
             return self.run_adaptive(runs)
         selected = self.selected(runs)
@@ -191,7 +194,9 @@ class Study:
             self.console.print(f"fit and report skipped: {error}")
             return None
         if report_dir is not None:
-            self.console.print(f"report: {report_dir / 'index.html'}")
+            from engine.report import index_path
+
+            self.console.print(f"report: {index_path(report_dir, runs[0].spec.analysis.report.formats)}")
         return report_dir
 
 

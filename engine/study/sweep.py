@@ -17,6 +17,7 @@ of the run is kept and the same command resumes it.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
+from rich.table import Column
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
@@ -37,7 +39,7 @@ from engine.study import claims
 from engine.training.build import build_setup
 from engine.study.drift import drift, run_record
 from engine.errors import UserError
-from engine.planning.plan import RunPlan, read_status
+from engine.planning.plan import CHECKPOINT_MANIFEST, RunPlan, read_status
 from engine.results import append_result, atomic_write_text, warn, write_status
 from engine.training.loop import RunDiverged, RunPreempted, RunSetup, train_run
 
@@ -80,11 +82,52 @@ def write_run_spec(run: RunPlan) -> None:
     atomic_write_text(run.run_dir / "spec.yaml", buffer.getvalue())
 
 
+class _QuietInterrupts(logging.Filter):
+    """Orbax logs a save that Ctrl-C cut short as an ERROR with the KeyboardInterrupt's traceback;
+    the sweep says itself what was kept (record_interrupt), so that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[0] is not None
+                    and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+
+logging.getLogger("absl").addFilter(_QuietInterrupts())
+
+
+def last_complete_checkpoint(run_dir: Path) -> int | None:
+    """The newest checkpoint step whose save completed (its sha256 manifest is written after Orbax
+    commits it): what a resume restores, unless its files no longer verify (then the loop says so
+    and takes an older one)."""
+    directory = run_dir / "checkpoints"
+    steps = [int(path.name) for path in directory.iterdir()
+             if path.name.isdigit() and (path / CHECKPOINT_MANIFEST).is_file()] if directory.is_dir() else []
+    return max(steps, default=None)
+
+
+def record_interrupt(run: RunPlan, step: int, console: Console) -> None:
+    """An interrupted run's status: still resumable (`running`, at the step of the checkpoint a
+    resume restores) with the reason "interrupted at step k"; and the same on the terminal."""
+    checkpoint = last_complete_checkpoint(run.run_dir)
+    write_status(run.run_dir, "running", checkpoint or 0, f"interrupted at step {step}")
+    kept = (f"its checkpoint at step {checkpoint} ({run.run_dir / 'checkpoints' / str(checkpoint)}) will be resumed"
+            if checkpoint is not None else "it has no complete checkpoint yet and will start again from step 0")
+    console.print(f"run {run.run_id} interrupted at step {step}: {kept}", soft_wrap=True)  # paths stay whole
+
+
 def _progress(console: Console) -> Progress:
+    """One line per task. The count and the times keep their width at any terminal width (80
+    columns included); the label and the loss text share what is left, cut with an ellipsis."""
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    def flexible(ratio: int) -> Column:
+        return Column(ratio=ratio, no_wrap=True, overflow="ellipsis", min_width=5)
+
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), console=console, refresh_per_second=4,
+        TextColumn("{task.description}", table_column=flexible(3)), BarColumn(bar_width=8, table_column=fixed()),
+        MofNCompleteColumn(table_column=fixed()), TextColumn("{task.fields[info]}", table_column=flexible(2)),
+        TimeElapsedColumn(table_column=fixed()), TextColumn("eta", table_column=fixed()),
+        TimeRemainingColumn(table_column=fixed()), console=console, refresh_per_second=4, expand=True,
     )
 
 
@@ -234,10 +277,16 @@ def _train_claimed(
     primary = held is not None
     if primary:
         claims.record_attempt(held, status.step)
+    if status.state == "partial":
+        resume_from = last_complete_checkpoint(run.run_dir)
+        console.print(f"resuming run {run.run_id} from step {resume_from}" if resume_from is not None
+                      else f"run {run.run_id} was started before but has no complete checkpoint: starting from step 0")
     run_task = progress.add_task(label, total=run.steps, info="")
     started = time.perf_counter()
+    reached = [status.step or 0]  # the last step reported, for an interruption's record
 
     def on_progress(step: int, loss: float) -> None:
+        reached[0] = step
         rate = step / max(time.perf_counter() - started, 1e-9)
         progress.update(run_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
 
@@ -256,6 +305,10 @@ def _train_claimed(
         if primary:
             append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
             write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, then let the command stop
+        if primary:
+            record_interrupt(run, reached[0], console)
+        raise
     except RunPreempted as preempted:
         console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
         summary.preempted = True
