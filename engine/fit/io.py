@@ -137,6 +137,8 @@ def read_table(path: Path, columns: dict[str, str] | None = None) -> ResultsTabl
             raw = row.get(source_of[name])
             try:
                 value = float(raw)  # type: ignore[arg-type]
+            except OverflowError:  # a JSON integer such as 10**400: beyond any float
+                raise UserError(f"{where}: column {source_of[name]!r} is not finite: {str(raw)[:40]}...") from None
             except (TypeError, ValueError):
                 raise UserError(f"{where}: column {source_of[name]!r} is not a number: {raw!r}") from None
             if not math.isfinite(value):

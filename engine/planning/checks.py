@@ -216,7 +216,7 @@ def holdout_issues(runs: list[RunPlan], tree: Located) -> list[Issue]:
             why = (f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a sweep axis (axes: "
                    f"{', '.join(axes) or 'none'})" if unknown else "no sweep point has all these values")
             issues.append(Issue(node.origin, f"analysis.fit.holdout.coordinates[{index}]: selects no run: {why}",
-                                at=f"analysis.fit.holdout.coordinates"))
+                                at="analysis.fit.holdout.coordinates"))
     held = held_out_run_ids(fit.holdout, runs)
     if scratch and len(held) == len(scratch):
         issues.append(Issue(find(tree, path)[1], f"analysis.fit.holdout: selects every one of the {len(scratch)} "
