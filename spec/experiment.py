@@ -58,14 +58,12 @@ class ExperimentSpec(SpecModel):
                 f"targets backbone_and_embeddings is for t5 models only, this is a {family} model", at="sparsity.targets"
             )
         budget_fraction = getattr(self.init, "budget_fraction", None)
-        budgets = [name for name, set_ in (("data.steps", self.data.steps is not None),
-                                           ("data.flops", self.data.flops is not None),
-                                           ("init.budget_fraction", budget_fraction is not None)) if set_]
-        if not budgets:
+        if self.data.steps is None and self.data.flops is None and budget_fraction is None:
             raise cross_field_error("steps is required (or data.flops, or init.budget_fraction for a pretrained run)",
                                     at="data.steps")
-        if len(budgets) > 1:  # one unit per budget: two would disagree
-            raise cross_field_error(f"give one training budget, not {' and '.join(budgets)}", at=budgets[1])
+        if self.data.flops is not None and (self.data.steps is not None or budget_fraction is not None):
+            other = "data.steps" if self.data.steps is not None else "init.budget_fraction"
+            raise cross_field_error(f"give one training budget, not {other} and data.flops", at="data.flops")
         source = self.data.source.kind
         wants_images = family == "vit"
         if (source in IMAGE_SOURCES) != wants_images:
