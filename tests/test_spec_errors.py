@@ -95,7 +95,7 @@ def test_all_errors_of_a_file_at_once(tmp_path: Path) -> None:
         "3:19: sparsity.level: expected less than 1, got 2",
         "4:65: optimizer.learning_rate.value: expected greater than 0, got -1",
         "5:49: data.steps: expected greater than 0, got 0",
-        "5:83: data: unknown key `extra`; expected one of: source, steps, batch_size, eval_every, on_exhausted",
+        "5:83: data: unknown key `extra`; expected one of: source, steps, flops, batch_size, eval_every, on_exhausted",
     ]
 
 
