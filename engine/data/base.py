@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -86,3 +87,12 @@ def split_batch(batch: Batch, batch_size: int) -> list[Batch]:
         {key: value[start : start + batch_size] for key, value in batch.items()}
         for start in range(0, total, batch_size)
     ]
+
+
+def step_batches(source: DataSource, start: int, stop: int) -> Iterator[Batch]:
+    """The batches of steps start..stop-1 in order: a source's own `batches(start, stop)` when it
+    reads ahead (the prepared-cache sources prefetch while the step runs), else `batch(step)`."""
+    batches = getattr(source, "batches", None)
+    if batches is not None:
+        return batches(start, stop)
+    return (source.batch(step) for step in range(start, stop))

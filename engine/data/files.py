@@ -1,4 +1,6 @@
-"""The user's own data: text files (t5, decoder) and image arrays with labels (vit).
+"""The user's own image arrays with labels (vit), and how data paths are resolved.
+
+Text files are read from the prepared cache (engine/data/text.py).
 
 Paths are resolved relative to the spec's directory (`base_dir`). Both sources are finite: a
 seeded split holds out the validation examples, training steps take fixed slices of per-epoch
@@ -16,35 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.base import CORRUPTION_STREAM, EVAL_STREAM, Batch, fingerprint_of, rng_for
+from engine.data.base import Batch, fingerprint_of
 from engine.data.finite import EpochOrder, OnExhausted, check_budget, hold_out
-from engine.data.layouts import EOS_ID, TokenLayout, token_layout
-from engine.data.tokenizers import make_tokenizer
+from engine.data.tokenizers import stream_sha256
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims
 
 DEFAULT_FILE_EVAL_FRACTION = 0.05
 DEFAULT_FILE_EVAL_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class TextFilesSettings:
-    """Settings of `text_files` (t5, decoder).
-
-    paths: files, directories (read recursively) or glob patterns, relative to the spec's folder;
-        read in sorted order, concatenated with EOS after each file, cut into examples.
-    tokenizer: "bytes" (byte-level, ids = byte + 3) or the path of a SentencePiece .model file.
-    on_exhausted: "refuse" (UserError) or "warn" (warn, then a fresh permutation per epoch) when
-        the run needs more training examples than the files hold.
-    eval_fraction: share of examples held out for validation (whole eval batches, at least one).
-    eval_batch_size: examples per validation batch.
-    """
-
-    paths: tuple[str, ...]
-    tokenizer: str = "bytes"
-    on_exhausted: OnExhausted = "refuse"
-    eval_fraction: float = DEFAULT_FILE_EVAL_FRACTION
-    eval_batch_size: int = DEFAULT_FILE_EVAL_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -55,7 +36,7 @@ class ImageArraysSettings:
         images: [N, H, W, C] (or [N, H, W] for one channel), uint8 (scaled to [0, 1]) or float.
         labels: int class ids [N] (one-hot), multi-hot 0/1 [N, num_classes], or int class-id
         lists [N, K] padded with -1 (multi-hot).
-    on_exhausted, eval_fraction, eval_batch_size: as for text_files.
+    on_exhausted, eval_fraction, eval_batch_size: as for text_files (engine/data/text.py).
     """
 
     paths: tuple[str, ...]
@@ -92,75 +73,8 @@ def _content_hash(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
+        digest.update(bytes.fromhex(stream_sha256(file)))
     return digest.hexdigest()[:16]
-
-
-class TextFiles:
-    """Token examples cut from the user's text files, formatted for a decoder or T5."""
-
-    def __init__(
-        self,
-        settings: TextFilesSettings,
-        dims: ModelDims,
-        batch_size: int,
-        seed: int,
-        base_dir: Path,
-        total_steps: int | None = None,
-    ) -> None:
-        self.layout: TokenLayout = token_layout(dims)
-        files = resolve_paths(settings.paths, base_dir)
-        tokenizer = make_tokenizer(settings.tokenizer, base_dir)
-        self.layout.check_content_fits(tokenizer.id_count, f"tokenizer {tokenizer.name}")
-        self.name = files[0].as_posix() if len(files) == 1 else f"{len(files)} text files under {files[0].parent}"
-        self.examples = self._read_examples(files, tokenizer)
-        split = hold_out(len(self.examples), settings.eval_fraction, settings.eval_batch_size, seed, self.name)
-        self.settings = settings
-        self.seed = seed
-        self.examples_per_step = batch_size
-        self.units_per_example = dims.seq_len
-        self.available_examples = len(split.train)
-        self._eval_indices = split.eval
-        self._order = EpochOrder(split.train, batch_size, seed, settings.on_exhausted, self.name)
-        check_budget(self.name, self.available_examples,
-                     None if total_steps is None else total_steps * batch_size, settings.on_exhausted)
-        self.fingerprint = fingerprint_of(
-            {"kind": "text_files", "seed": seed, "settings": asdict(settings),
-             "content": _content_hash(files), "raw_length": self.layout.raw_length}
-        )
-
-    def _read_examples(self, files: list[Path], tokenizer: object) -> np.ndarray:
-        """All files' tokens with EOS after each, cut into [examples, raw_length] (the ragged
-        tail is dropped)."""
-        pieces = []
-        for file in files:
-            try:
-                data = file.read_bytes()
-            except OSError as error:
-                raise UserError(f"cannot read text file {file}: {error}") from error
-            pieces += [tokenizer.encode(data), np.array([EOS_ID], dtype=np.int32)]
-        tokens = np.concatenate(pieces)
-        count = len(tokens) // self.layout.raw_length
-        if count < 2:
-            raise UserError(
-                f"{self.name}: {len(tokens)} tokens make fewer than 2 examples of "
-                f"{self.layout.raw_length} tokens"
-            )
-        return tokens[: count * self.layout.raw_length].reshape(count, self.layout.raw_length)
-
-    def batch(self, step: int) -> Batch:
-        raw = self.examples[self._order.indices(step)]
-        return self.layout.format(rng_for(self.seed, CORRUPTION_STREAM, step), raw)
-
-    def eval_batches(self) -> list[Batch]:
-        size = self.settings.eval_batch_size
-        return [
-            self.layout.format(
-                rng_for(self.seed, EVAL_STREAM, start // size),
-                self.examples[self._eval_indices[start : start + size]],
-            )
-            for start in range(0, len(self._eval_indices), size)
-        ]
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:

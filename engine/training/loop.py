@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.training.checkpoint import CheckpointStore
 from engine.data import DataSource
+from engine.data.base import step_batches
 from engine.models import Batch, Params, init_params
 from engine.training.parallel import (
     Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
@@ -309,8 +310,11 @@ def train_run(
         try:
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
+            # Sources of the prepared cache read the next batches while this step computes.
+            batches = step_batches(setup.data, start, setup.steps)
+            local = getattr(setup.data, "process_local", False)  # this process's rows only
             for step in range(start, setup.steps):
-                state, loss = step_fn(state, step_batch(setup.data.batch(step), layout), schedules)
+                state, loss = step_fn(state, step_batch(next(batches), layout, local), schedules)
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
