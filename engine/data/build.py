@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.data.base import DataSource
 from engine.data.files import ImageArrays, ImageArraysSettings
+from engine.data.images import ImageRecords, ImageRecordsSettings
 from engine.data.sentencepiece_training import SentencePieceTraining
 from engine.data.synthetic import (
     SyntheticImages,
@@ -33,6 +34,7 @@ SETTINGS_TYPES: dict[str, type] = {
     "synthetic_tokens": SyntheticTokensSettings,
     "text_files": TextFilesSettings,
     "image_arrays": ImageArraysSettings,
+    "image_records": ImageRecordsSettings,
 }
 
 
@@ -96,7 +98,7 @@ def build_source(
     """The data source of one run.
 
     kind: synthetic_images (vit), synthetic_tokens (t5, decoder), text_files (t5, decoder),
-        image_arrays (vit).
+        image_arrays (vit), image_records (vit).
     settings: the kind's settings (see the *Settings dataclasses for every key and default).
     dims: the model's shape; batches are built to fit it (image size, classes, vocab, lengths).
     batch_size: training examples per step.
@@ -118,4 +120,6 @@ def build_source(
         return SyntheticTokens(resolved, dims, batch_size, seed)
     if kind == "text_files":
         return TextFiles(resolved, dims, batch_size, seed, base_dir, total_steps, process)
+    if kind == "image_records":
+        return ImageRecords(resolved, dims, batch_size, seed, base_dir, total_steps, process)
     return ImageArrays(resolved, dims, batch_size, seed, base_dir, total_steps)

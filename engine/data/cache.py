@@ -59,18 +59,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def file_digest(path: Path, root: Path) -> str:
-    """The file's sha256, streamed; memoised under root/digests by its stat identity."""
+def _digest_memo(path: Path, root: Path) -> Path:
     try:
         info = path.stat()
     except OSError as error:
         raise UserError(f"cannot read data file {path}: {error}") from error
-    memo = root / "digests" / content_key({"path": str(path.resolve()), "size": info.st_size,
-                                    "mtime_ns": info.st_mtime_ns, "inode": info.st_ino})
-    if memo.is_file():
-        return memo.read_text().strip()
+    return root / "digests" / content_key({"path": str(path.resolve()), "size": info.st_size,
+                                           "mtime_ns": info.st_mtime_ns, "inode": info.st_ino})
+
+
+def memoised_digest(path: Path, root: Path) -> str | None:
+    """The file's sha256 if this very file (same stat) was hashed before, without reading it."""
+    memo = _digest_memo(path, root)
+    return memo.read_text().strip() if memo.is_file() else None
+
+
+def file_digest(path: Path, root: Path) -> str:
+    """The file's sha256, streamed; memoised under root/digests by its stat identity."""
+    known = memoised_digest(path, root)
+    if known is not None:
+        return known
     digest = stream_sha256(path)
-    atomic_write_text(memo, digest)
+    atomic_write_text(_digest_memo(path, root), digest)
     return digest
 
 
@@ -140,6 +150,16 @@ def source_key(source: TextSource, root: Path) -> tuple[str, list[tuple[Path, st
         digest = file_digest(path, root)
         files.append((path, digest, shard_key(digest, source, identity)))
     return content_key({"shards": [key for _, _, key in files]}), files
+
+
+def memoised_source_key(source: TextSource, root: Path) -> str | None:
+    """The manifest key from digest memos alone, or None when a file was never hashed as it is
+    now (then it is not prepared either): planning's way to the manifest without reading data."""
+    digests = [memoised_digest(path, root) for path in source.files]
+    if None in digests:
+        return None
+    identity = source.tokenizer.identity()
+    return content_key({"shards": [shard_key(digest, source, identity) for digest in digests]})
 
 
 def find_manifest(source: TextSource, root: Path | None = None) -> TokenManifest | None:

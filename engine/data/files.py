@@ -91,8 +91,9 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """A memory map of the array: batches read only their rows (an .npz is read whole)."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError) as error:
         raise UserError(f"cannot read {path} as an .npy array without pickle: {error}") from error
 
@@ -121,31 +122,43 @@ def normalise_images(images: np.ndarray, dims: ModelDims, name: str) -> np.ndarr
     return images
 
 
-def multi_hot_labels(labels: np.ndarray, count: int, classes: int, name: str) -> np.ndarray:
-    """float32 [N, classes] 0/1 from class ids [N], multi-hot [N, classes] or id lists [N, K]
-    padded with -1."""
+def label_kind(labels: np.ndarray, count: int, classes: int, name: str) -> str:
+    """How the labels are written, checked once over all of them (labels are small next to the
+    images): "multi_hot" [N, classes] of 0/1, or "ids" (class ids [N], or [N, K] padded with -1)."""
     if len(labels) != count:
         raise UserError(f"{name}: {count} images but {len(labels)} labels")
-    if labels.dtype == np.bool_:
-        labels = labels.astype(np.int64)
-    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+            or labels.dtype == np.bool_):
         raise UserError(f"{name}: labels have dtype {labels.dtype}, expected integers or 0/1 floats")
-    is_binary = bool(np.isin(labels, (0, 1)).all())
-    if labels.ndim == 2 and labels.shape[1] == classes and is_binary:
-        return labels.astype(np.float32)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim not in (1, 2):
+    values = np.asarray(labels)
+    if values.ndim == 2 and values.shape[1] == classes and bool(np.isin(values, (0, 1)).all()):
+        return "multi_hot"
+    if not np.issubdtype(values.dtype, np.integer) or values.ndim not in (1, 2):
         raise UserError(
             f"{name}: labels of shape {labels.shape} and dtype {labels.dtype} are neither class ids "
             f"[N] / [N, K] nor multi-hot [N, {classes}] of 0/1"
         )
-    ids = labels.reshape(count, -1)
+    if (values >= classes).any():
+        raise UserError(f"{name}: label id {int(values.max())} is out of range for {classes} classes")
+    return "ids"
+
+
+def multi_hot_rows(labels: np.ndarray, kind: str, classes: int) -> np.ndarray:
+    """float32 [rows, classes] 0/1 for some rows of labels of a checked `kind`."""
+    if kind == "multi_hot":
+        return np.asarray(labels, dtype=np.float32)
+    ids = np.asarray(labels).reshape(len(labels), -1)
     valid = ids >= 0
-    if (ids[valid] >= classes).any():
-        raise UserError(f"{name}: label id {int(ids.max())} is out of range for {classes} classes")
-    out = np.zeros((count, classes), dtype=np.float32)
-    rows = np.broadcast_to(np.arange(count)[:, None], ids.shape)
+    out = np.zeros((len(labels), classes), dtype=np.float32)
+    rows = np.broadcast_to(np.arange(len(labels))[:, None], ids.shape)
     out[rows[valid], ids[valid]] = 1.0
     return out
+
+
+def multi_hot_labels(labels: np.ndarray, count: int, classes: int, name: str) -> np.ndarray:
+    """float32 [N, classes] 0/1 from class ids [N], multi-hot [N, classes] or id lists [N, K]
+    padded with -1 (all rows at once: for small label sets and tests)."""
+    return multi_hot_rows(labels, label_kind(labels, count, classes, name), classes)
 
 
 class ImageArrays:
@@ -166,8 +179,10 @@ class ImageArrays:
             raise UserError(f"image_arrays feeds vit models, not {dims.family!r}")
         files = resolve_paths(settings.paths, base_dir)
         images, labels, self.name = load_image_arrays(files)
-        self.images = normalise_images(images, dims, self.name)
-        self.labels = multi_hot_labels(labels, len(self.images), dims.num_classes, self.name)
+        self.images = normalise_images(images, dims, self.name)  # .npy: a memory map, read per batch
+        self.labels = labels
+        self._label_kind = label_kind(labels, len(self.images), dims.num_classes, self.name)
+        self._classes = dims.num_classes
         split = hold_out(len(self.images), settings.eval_fraction, settings.eval_batch_size, seed, self.name)
         self.settings = settings
         self.seed = seed
@@ -185,7 +200,8 @@ class ImageArrays:
         images = self.images[indices]
         # uint8 pixels are scaled to [0, 1]; float images are taken as they are.
         scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-        return {"images": images.astype(np.float32) * np.float32(scale), "labels": self.labels[indices]}
+        return {"images": images.astype(np.float32) * np.float32(scale),
+                "labels": multi_hot_rows(self.labels[indices], self._label_kind, self._classes)}
 
     def batch(self, step: int) -> Batch:
         return self._examples(self._order.indices(step))

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from engine.data.cache import content_key, atomic_write_text, cache_root, file_digest
+from engine.data.cache import atomic_write_text, cache_root, content_key, file_digest, memoised_digest
 from engine.data.readers import TextFormat, read_blocks
 from engine.errors import UserError
 
@@ -55,6 +55,24 @@ def training_lines(files: tuple[Path, ...], fmt: TextFormat, text_field: str, bu
                 break
 
 
+def model_path(digests: list[str], fmt: TextFormat, text_field: str, training: SentencePieceTraining,
+               root: Path) -> Path:
+    """Where the model trained on files of these contents with these settings is cached."""
+    key = content_key({"files": digests, "format": fmt, "field": text_field, "training": asdict(training)})
+    return root / "tokenizers" / f"{key}.model"
+
+
+def existing_model(files: tuple[Path, ...], fmt: TextFormat, text_field: str, training: SentencePieceTraining,
+                   root: Path | None = None) -> Path | None:
+    """The trained model if it is cached, found from digest memos alone (never reads the files)."""
+    root = root or cache_root()
+    digests = [memoised_digest(path, root) for path in files]
+    if None in digests:
+        return None
+    path = model_path(digests, fmt, text_field, training, root)  # type: ignore[arg-type]
+    return path if path.is_file() else None
+
+
 def trained_model(
     files: tuple[Path, ...], fmt: TextFormat, text_field: str, training: SentencePieceTraining,
     root: Path | None = None,
@@ -63,9 +81,7 @@ def trained_model(
     import sentencepiece
 
     root = root or cache_root()
-    key = content_key({"files": [file_digest(path, root) for path in files], "format": fmt, "field": text_field,
-                "training": asdict(training)})
-    path = root / "tokenizers" / f"{key}.model"
+    path = model_path([file_digest(p, root) for p in files], fmt, text_field, training, root)
     if path.is_file():
         return path
     model = io.BytesIO()

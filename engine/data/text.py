@@ -23,7 +23,7 @@ from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exh
 from engine.data.layouts import TokenLayout, token_layout
 from engine.data.progress import byte_progress
 from engine.data.readers import TextFormat
-from engine.data.sentencepiece_training import SentencePieceTraining, trained_model
+from engine.data.sentencepiece_training import SentencePieceTraining, existing_model, trained_model
 from engine.data.shuffle import ExampleOrder
 from engine.data.tokenizers import TokenizerRef, tokenizer_ref
 from engine.errors import UserError
@@ -72,16 +72,18 @@ def eval_count(total: int, settings: TextFilesSettings | object) -> int:
 
 
 def text_source(settings: TextFilesSettings, base_dir: Path, train: bool = True) -> TextSource | None:
-    """What the cache is keyed by. A tokenizer still to be trained is trained now when `train`,
-    else None is returned (planning estimates without training)."""
+    """What the cache is keyed by. A tokenizer still to be trained is trained now when `train`;
+    otherwise an already trained one is looked up, and None returned when there is none yet
+    (planning estimates without training or reading the corpus)."""
     from engine.data.files import resolve_paths
 
     files = tuple(resolve_paths(settings.paths, base_dir))
     if isinstance(settings.tokenizer, SentencePieceTraining):
-        if not train:
+        args = (files, settings.format, settings.text_field, settings.tokenizer)
+        model = trained_model(*args) if train else existing_model(*args)
+        if model is None:
             return None
-        ref = TokenizerRef("sentencepiece", trained_model(files, settings.format, settings.text_field,
-                                                          settings.tokenizer))
+        ref = TokenizerRef("sentencepiece", model)
     else:
         ref = tokenizer_ref(settings.tokenizer, base_dir)
     return TextSource(files, settings.format, settings.text_field, ref)
