@@ -14,7 +14,7 @@ from engine.errors import UserError
 from spec.issues import SpecError
 
 # Subcommands, in the order `engine --help` lists them.
-COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report")
+COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

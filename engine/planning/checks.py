@@ -8,7 +8,10 @@ Each sweep point is planned (engine.planning.plan, pure Python: no JAX, no traci
   kernel (engine.planning.sizing.param_shapes, the layout the models use),
 - two sweep points that are the same run (same run id, e.g. two sizes that resolve to one width),
 - an `init: pretrained` source that cannot be resolved (engine.planning.plan.resolve_source: the source
-  spec is missing or invalid, or `where` selects no run or several).
+  spec is missing or invalid, or `where` selects no run or several),
+- a run that needs more examples than its data files hold while `data.on_exhausted` is refuse
+  (engine.planning.data_budget: exact from the prepared cache, else estimated from file sizes),
+  at the node that sets the run's `data.steps`.
 Each problem is located at the YAML node that sets the field for that point: the value in the
 sweep's list when the field is swept, the field itself otherwise (in an `extends` base if that is
 where it is written).
@@ -22,6 +25,7 @@ from typing import Any, Sequence
 
 from engine.planning import sizing
 from engine.errors import UserError
+from engine.planning.data_budget import data_budget
 from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
 from spec.experiment import ExperimentSpec
@@ -70,11 +74,24 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
         schedule = schedule_problem(run.spec.sparsity, run.steps)
         if schedule:
             issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
+        exhausted = exhaustion_problem(run)
+        if exhausted:
+            issues.append(Issue(locate("data.steps"), exhausted, at="data.steps"))
     issues += duplicate_issues(planned, tree)
     return list(dict.fromkeys(issues))  # a problem shared by several points is reported once
 
 
 # --- checks (pure: a concrete run spec and its resolved shape in, a message or None out) ----------
+
+
+def exhaustion_problem(run: RunPlan) -> str | None:
+    """Why the run would run out of data it may not repeat, or None."""
+    if run.spec.data.on_exhausted != "refuse":
+        return None
+    budget = data_budget(run)
+    if budget is None or budget.needed <= budget.available:
+        return None
+    return f"data.steps: {budget.describe()}; lower data.steps or add data (or set data.on_exhausted: warn)"
 
 
 def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:

@@ -56,16 +56,10 @@ def file_sha256(path: Path) -> str:
 def data_files(run: RunPlan) -> dict[str, str]:
     """Every file the run's data section reads (data paths expanded, a SentencePiece model),
     named relative to the spec's directory as the spec writes them, with its sha256. Empty for
-    built-in synthetic data."""
-    from engine.data.files import resolve_paths
+    built-in synthetic data. Digests are memoised in the data cache (engine/data/provenance.py)."""
+    from engine.data.provenance import data_file_digests
 
-    source = run.spec.data.source
-    files: list[Path] = []
-    if isinstance(source, (TextFiles, ImageArrays)):
-        files += resolve_paths(source.paths, run.spec_dir)
-    if isinstance(source, TextFiles) and isinstance(source.tokenizer, SentencepieceTokenizer):
-        files.append(run.spec_dir / source.tokenizer.model)
-    return {os.path.relpath(file, run.spec_dir): file_sha256(file) for file in files}
+    return data_file_digests(run.spec.data.source, run.spec_dir)
 
 
 def run_record(run: RunPlan) -> dict[str, Any]:
