@@ -153,3 +153,15 @@ def test_vit_trains_from_records_of_encoded_png_images(tmp_path: Path) -> None:
     ).replace("model.nonzeros: [1000, 2000]", "model.nonzeros: [1000]").replace("sparsity.level: [0.0, 0.875]", "sparsity.level: [0.5]")
     (tmp_path / "spec.yaml").write_text(spec)
     assert main(["run", str(tmp_path / "spec.yaml"), "--set", f"run.output_dir={tmp_path / 'runs'}"]) == 0
+
+
+def test_validate_plan_checks_the_vocabulary_against_the_tokenizer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    trained = "{kind: sentencepiece, train: {vocab_size: 400}}"
+    spec = _workspace(tmp_path, _sentencepiece_spec("t5", trained))
+    assert main(["validate", "--plan", str(spec)]) == 1
+    both = "".join(capsys.readouterr())
+    line = next(i for i, l in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in l)
+    assert f"{spec}:{line}:" in both and "needs 400 token ids plus" in both and "vocab_size is 320" in both
+    spec.write_text(_sentencepiece_spec("decoder", "{kind: bytes}").replace("vocab_size: 320", "vocab_size: 200"))
+    assert main(["validate", "--plan", str(spec)]) == 1
+    assert "needs 259 token ids" in "".join(capsys.readouterr())

@@ -29,6 +29,7 @@ from engine.planning.data_budget import data_budget
 from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
 from spec.experiment import ExperimentSpec
+from spec.data import SentencepieceTokenizer, TextFiles
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
 from spec.loading import apply_override, load_experiment, load_tree
@@ -74,6 +75,9 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
         schedule = schedule_problem(run.spec.sparsity, run.steps)
         if schedule:
             issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
+        vocab = vocab_problem(run)
+        if vocab:
+            issues.append(Issue(locate("data.source.tokenizer"), vocab, at="data.source.tokenizer"))
         exhausted = exhaustion_problem(run)
         if exhausted:
             issues.append(Issue(locate("data.steps"), exhausted, at="data.steps"))
@@ -82,6 +86,36 @@ def plan_issues(path: Path, overrides: Sequence[str]) -> list[Issue]:
 
 
 # --- checks (pure: a concrete run spec and its resolved shape in, a message or None out) ----------
+
+
+def vocab_problem(run: RunPlan) -> str | None:
+    """Why the tokenizer's ids (plus T5's sentinels) do not fit the model's vocab_size, or None.
+    A model file that is not there yet is not checked (plain planning needs no data)."""
+    from engine.data.layouts import token_layout
+
+    source = run.spec.data.source
+    if not isinstance(source, TextFiles) or run.dims.family not in ("t5", "decoder"):
+        return None
+    tokenizer = source.tokenizer
+    if isinstance(tokenizer, SentencepieceTokenizer) and tokenizer.train is not None:
+        needed, what = tokenizer.train.vocab_size, f"the trained SentencePiece model of {tokenizer.train.vocab_size} pieces"
+    else:
+        from engine.data.build import tokenizer_setting
+        from engine.data.tokenizers import tokenizer_ref
+
+        ref = tokenizer_ref(tokenizer_setting(tokenizer.model_dump(exclude_none=True)), run.spec_dir)  # type: ignore[arg-type]
+        if ref.path is not None and not ref.path.is_file():
+            return None
+        try:
+            needed, what = ref.load().id_count, f"tokenizer {ref.path or ref.kind}"
+        except UserError as error:
+            return f"data.source.tokenizer: {error}"
+    layout = token_layout(run.dims)
+    if needed <= layout.content_limit:
+        return None
+    sentinels = f" plus {layout.sentinels} T5 sentinels" if layout.sentinels else ""
+    return (f"data.source.tokenizer: {what} needs {needed} token ids{sentinels}, but the model's vocab_size is "
+            f"{run.dims.vocab_size}; raise model vocab_size to at least {needed + layout.sentinels}")
 
 
 def exhaustion_problem(run: RunPlan) -> str | None:
