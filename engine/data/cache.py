@@ -269,7 +269,8 @@ class TokenStream:
             path = self._paths[index]
             if not path.is_file():
                 raise UserError(f"prepared data shard {path} is missing; run `engine data prepare` again")
-            self._maps[index] = np.memmap(path, dtype=self._dtype, mode="r")
+            # a plain ndarray view: slicing a np.memmap subclass costs more than the read itself
+            self._maps[index] = np.memmap(path, dtype=self._dtype, mode="r").view(np.ndarray)
         return self._maps[index]
 
     def __getitem__(self, index: int) -> np.ndarray:

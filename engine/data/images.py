@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
 from engine.data.cache import atomic_write_text, cache_root, content_key, file_digest
+from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.shuffle import ExampleOrder
 from engine.errors import UserError
@@ -32,8 +33,6 @@ from engine.planning.sizing import ModelDims
 
 IMAGE_CACHE_VERSION = 1
 READ_ROWS = 256
-PREFETCH_THREADS = 2
-PREFETCH_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ class ImageShards:
             base = self._bases[index]
             def mapped(suffix: str, dtype: type) -> np.ndarray:
                 path = base.with_suffix(suffix)
-                return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+                return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray) if path.stat().st_size else np.zeros(0, dtype)
             self._maps[index] = {"images": mapped(".images", np.uint8), "offsets": mapped(".offsets", np.int64),
                                  "labels": mapped(".labels", np.int32),
                                  "label_offsets": mapped(".label_offsets", np.int64)}
@@ -261,11 +260,8 @@ class ImageRecords:
         return self._examples([self.order.train_example(g) for g in range(first, first + share)])
 
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
-        import grain  # here: importing grain imports JAX, which planning never needs
-
-        steps = grain.MapDataset.range(start, stop).map(self.batch)
-        options = grain.ReadOptions(num_threads=PREFETCH_THREADS, prefetch_buffer_size=PREFETCH_BATCHES)
-        return iter(steps.to_iter_dataset(options))
+        """Steps start..stop-1 in order, read ahead in a background thread while the caller trains."""
+        return prefetched(self.batch, start, stop)
 
     def eval_batches(self) -> list[Batch]:
         size = self.settings.eval_batch_size

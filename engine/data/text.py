@@ -19,10 +19,12 @@ import numpy as np
 
 from engine.data.base import CORRUPTION_STREAM, EVAL_STREAM, Batch, fingerprint_of, rng_for
 from engine.data.cache import TextSource, TokenManifest, TokenStream, find_manifest, prepare_tokens
+from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.layouts import TokenLayout, token_layout
 from engine.data.progress import byte_progress
 from engine.data.readers import TextFormat
+from engine.data.span_corruption import corrupt_with_mask, random_spans_noise_mask
 from engine.data.sentencepiece_training import SentencePieceTraining, existing_model, trained_model
 from engine.data.shuffle import ExampleOrder
 from engine.data.tokenizers import TokenizerRef, tokenizer_ref
@@ -32,8 +34,6 @@ from engine.planning.sizing import ModelDims
 DEFAULT_FILE_EVAL_FRACTION = 0.05
 DEFAULT_FILE_EVAL_BATCH_SIZE = 64
 DEFAULT_MAX_EVAL_EXAMPLES = 2048
-PREFETCH_THREADS = 2
-PREFETCH_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -147,13 +147,15 @@ class TextFiles:
              "raw_length": self.layout.raw_length}
         )
 
-    def _format(self, rows: np.ndarray, positions: range, stream: int) -> Batch:
-        """Rows -> the family's batch; T5's noise is drawn per example (keyed by its position), so
-        a process's share of a batch is exactly those rows of the whole batch."""
-        if self.layout.span_counts is None:
-            return self.layout.format(rng_for(self.seed, stream, 0), rows)
-        parts = [self.layout.format(rng_for(self.seed, stream, g), row[None]) for g, row in zip(positions, rows)]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    def _format(self, rows: np.ndarray, rng: np.random.Generator, whole: int, first: int) -> Batch:
+        """Rows first..first+len(rows)-1 of a batch of `whole` rows -> the family's batch. T5's
+        noise masks are drawn for the whole batch and this share's rows taken, so each process's
+        rows are exactly those of the batch one process would build."""
+        counts = self.layout.span_counts
+        if counts is None:
+            return self.layout.format(rng, rows)
+        noise = random_spans_noise_mask(rng, counts, whole)[first : first + len(rows)]
+        return corrupt_with_mask(rows, noise, self.layout.vocab_size, self.layout.target_len, counts)
 
     def batch(self, step: int) -> Batch:
         """This process's rows of training step `step`."""
@@ -164,25 +166,20 @@ class TextFiles:
             self._on_repeat(end)
         share = self.examples_per_step // self._count
         first = step * self.examples_per_step + self._index * share
-        positions = range(first, first + share)
-        rows = np.stack([self.stream[self.order.train_example(g)] for g in positions])
-        return self._format(rows, positions, CORRUPTION_STREAM)
+        rows = np.stack([self.stream[self.order.train_example(g)] for g in range(first, first + share)])
+        return self._format(rows, rng_for(self.seed, CORRUPTION_STREAM, step), self.examples_per_step,
+                            self._index * share)
 
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
-        """Steps start..stop-1 in order, read ahead by Grain's threads while the caller trains."""
-        import grain  # here: importing grain imports JAX, which planning never needs
-
-        steps = grain.MapDataset.range(start, stop).map(self.batch)
-        options = grain.ReadOptions(num_threads=PREFETCH_THREADS, prefetch_buffer_size=PREFETCH_BATCHES)
-        return iter(steps.to_iter_dataset(options))
+        """Steps start..stop-1 in order, read ahead in a background thread while the caller trains."""
+        return prefetched(self.batch, start, stop)
 
     def eval_batches(self) -> list[Batch]:
         size = self.settings.eval_batch_size
         batches = []
         for start in range(0, self.order.eval_examples, size):
-            positions = range(start, start + size)
-            rows = np.stack([self.stream[self.order.eval_example(i)] for i in positions])
-            batches.append(self._format(rows, positions, EVAL_STREAM))
+            rows = np.stack([self.stream[self.order.eval_example(i)] for i in range(start, start + size)])
+            batches.append(self._format(rows, rng_for(self.seed, EVAL_STREAM, start // size), size, 0))
         return batches
 
     def _on_repeat(self, needed: int) -> None:

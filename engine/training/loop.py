@@ -304,15 +304,15 @@ def train_run(
         if primary:
             write_status(run_dir, "running", step)
 
+    # Sources of the prepared cache read the next batches while a step computes.
+    batches = step_batches(setup.data, start, setup.steps)
+    local = getattr(setup.data, "process_local", False)  # this process's rows only
     # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
     # compete with XLA's threads for the same cores; batches are bit-identical either way.
     with _SigtermFlag() as sigterm, threadpool_limits(limits=1, user_api="blas"):
         try:
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
-            # Sources of the prepared cache read the next batches while this step computes.
-            batches = step_batches(setup.data, start, setup.steps)
-            local = getattr(setup.data, "process_local", False)  # this process's rows only
             for step in range(start, setup.steps):
                 state, loss = step_fn(state, step_batch(next(batches), layout, local), schedules)
                 pending.append((step + 1, loss))
@@ -348,6 +348,9 @@ def train_run(
                 store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
             store.wait()
         finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # a run that stops early stops its prefetch thread
             store.close()
     if not math.isfinite(final_loss):
         raise RunDiverged(setup.steps, final_loss)
