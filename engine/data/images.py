@@ -5,7 +5,7 @@ Hugging Face datasets write it) and a column of labels (a class id or a list of 
 prepared once per file into shards of the cache (engine/data/cache.py's root, content-addressed
 the same way): shards/<key>.images (the encoded bytes back to back), .offsets (int64, one more
 than images), .labels and .label_offsets (int32 ids, int64), and .json written last. Training
-reads records by random access from memory maps under the keyed shuffle (engine/data/shuffle.py);
+reads records by position (pread) under the keyed shuffle (engine/data/shuffle.py);
 decoding (and resizing to the model's image size) happens in Grain's prefetch threads, where PIL
 releases the GIL.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
-from engine.data.cache import atomic_write_text, cache_root, content_key, file_digest
+from engine.data.cache import ShardReader, atomic_write_text, cache_root, content_key, file_digest
 from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.shuffle import ExampleOrder
@@ -133,34 +133,26 @@ def prepare_image_file(path: Path, settings: ImageRecordsSettings, key: str, roo
 
 
 class ImageShards:
-    """Prepared image shards as one random-access sequence of (encoded bytes, label ids)."""
+    """Prepared image shards as one random-access sequence of (encoded bytes, label ids), read by
+    position (engine/data/cache.py ShardReader: no memory map, so memory stays flat)."""
 
     def __init__(self, keys: list[str], counts: list[int], root: Path) -> None:
-        self._bases = [root / "shards" / key for key in keys]
+        bases = [root / "shards" / key for key in keys]
+        self._parts = {suffix: ShardReader([base.with_suffix(suffix) for base in bases])
+                       for suffix in (".images", ".offsets", ".labels", ".label_offsets")}
         self._starts = np.cumsum([0, *counts])
-        self._maps: dict[int, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _shard(self, index: int) -> dict[str, np.ndarray]:
-        if index not in self._maps:
-            base = self._bases[index]
-            def mapped(suffix: str, dtype: type) -> np.ndarray:
-                path = base.with_suffix(suffix)
-                return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray) if path.stat().st_size else np.zeros(0, dtype)
-            self._maps[index] = {"images": mapped(".images", np.uint8), "offsets": mapped(".offsets", np.int64),
-                                 "labels": mapped(".labels", np.int32),
-                                 "label_offsets": mapped(".label_offsets", np.int64)}
-        return self._maps[index]
-
     def __getitem__(self, index: int) -> tuple[bytes, np.ndarray]:
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         local = index - int(self._starts[shard])
-        arrays = self._shard(shard)
-        start, stop = arrays["offsets"][local : local + 2]
-        first, last = arrays["label_offsets"][local : local + 2]
-        return bytes(arrays["images"][start:stop]), np.asarray(arrays["labels"][first:last])
+        start, stop = self._parts[".offsets"].read(shard, np.dtype(np.int64), local, 2)
+        first, last = self._parts[".label_offsets"].read(shard, np.dtype(np.int64), local, 2)
+        image = self._parts[".images"].read(shard, np.dtype(np.uint8), int(start), int(stop - start))
+        labels = self._parts[".labels"].read(shard, np.dtype(np.int32), int(first), int(last - first))
+        return image.tobytes(), labels
 
 
 def prepare_images(settings: ImageRecordsSettings, files: tuple[Path, ...], root: Path | None = None) -> dict:

@@ -3,8 +3,8 @@
 The raw files are prepared once into shared token shards (engine/data/cache.py); this source maps
 the shards as one token sequence cut into examples of the model's raw length, holds out a seeded
 validation set and reads training example g = step * batch + i at a keyed global shuffle of its
-epoch (engine/data/shuffle.py). Nothing here grows with the corpus: rows are read from memory
-maps as steps need them, and `batches` prefetches them with Grain's threads while the compiled step
+epoch (engine/data/shuffle.py). Nothing here grows with the corpus: rows are read by position
+as steps need them, and `batches` prefetches them with Grain's threads while the compiled step
 runs. Each of several jax.distributed processes reads only its own rows of every global batch.
 """
 
