@@ -204,3 +204,34 @@ def test_batches_prefetch_the_same_batches_and_shares_split_them(tmp_path: Path,
         for key, value in whole.batch(6).items():
             assert np.array_equal(np.concatenate([share[key] for share in shares]), value)
     assert os.environ["ENGINE_DATA_CACHE"] == str(cache)
+
+
+def test_engine_data_prepare_killed_mid_way_keeps_its_finished_shards(tmp_path: Path, cache: Path) -> None:
+    """A real kill (SIGKILL) of `engine data prepare` between two files; the next prepare redoes
+    only the files it had not finished and ends with the same cache as an uninterrupted one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "text"
+    corpus.mkdir()
+    for index in range(12):
+        (corpus / f"{index}.txt").write_text(f"line {index} of a file\n" * 180_000)  # ~4 MB each
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((Path(__file__).parent / "fixtures" / "data" / "tiny_text.yaml").read_text())
+    command = [sys.executable, "-m", "engine.cli", "data", "prepare", str(spec), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((cache / "shards").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in (cache / "shards").glob("*.tokens")
+                if p.with_suffix(".json").is_file()}
+    assert finished and not list((cache / "sets").glob("*.json")), "killed after the first shard, before the end"
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (cache / "shards").glob("*.tokens")}
+    assert len(after) == 12 and all(after[name] == mtime for name, mtime in finished.items())
+    [manifest] = [json.loads(p.read_text()) for p in (cache / "sets").glob("*.json")]
+    assert manifest["tokens"] == sum(f.stat().st_size + 1 for f in corpus.iterdir())
