@@ -302,7 +302,7 @@ class TokenStream:
             stop = min(end, int(self._starts[shard + 1]))
             offset = int(self._starts[shard])
             if stop > first:  # an empty shard (a file without documents) is never opened
-                pieces.append(self._reader.read(shard, self._dtype, first - offset, stop - offset - (first - offset)))
+                pieces.append(self._reader.read(shard, self._dtype, first - offset, stop - first))
             first, shard = stop, shard + 1
         row = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return row.astype(np.int32)

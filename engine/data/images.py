@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -48,11 +49,18 @@ class ImageRecordsSettings:
     max_eval_examples: int = 2048
 
 
-def image_eval_count(total: int, settings: object) -> int:
+class EvalSplit(Protocol):
+    """The validation settings of an image source (settings dataclass or spec model)."""
+
+    eval_fraction: float
+    eval_batch_size: int
+
+
+def image_eval_count(total: int, settings: EvalSplit) -> int:
     """Validation images: the eval fraction in whole batches, at least one batch (capped by
-    max_eval_examples where the source has it)."""
-    size = settings.eval_batch_size  # type: ignore[attr-defined]
-    share = max(size, int(total * settings.eval_fraction) // size * size)  # type: ignore[attr-defined]
+    max_eval_examples where the source has it: image_records, not image_arrays)."""
+    size = settings.eval_batch_size
+    share = max(size, int(total * settings.eval_fraction) // size * size)
     cap = getattr(settings, "max_eval_examples", None)
     return share if cap is None else max(size, min(share, cap // size * size))
 

@@ -63,11 +63,11 @@ class TextFilesSettings:
     max_eval_examples: int = DEFAULT_MAX_EVAL_EXAMPLES
 
 
-def eval_count(total: int, settings: TextFilesSettings | object) -> int:
+def eval_count(total: int, settings: TextFilesSettings) -> int:
     """Validation examples: the eval fraction in whole batches, at least one batch, capped."""
-    size = settings.eval_batch_size  # type: ignore[attr-defined]
-    share = int(total * settings.eval_fraction) // size * size  # type: ignore[attr-defined]
-    cap = max(size, settings.max_eval_examples // size * size)  # type: ignore[attr-defined]
+    size = settings.eval_batch_size
+    share = int(total * settings.eval_fraction) // size * size
+    cap = max(size, settings.max_eval_examples // size * size)
     return max(size, min(share, cap))
 
 

@@ -20,6 +20,7 @@ where it is written).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,7 +108,7 @@ def vocab_problem(run: RunPlan) -> str | None:
         if ref.path is not None and not ref.path.is_file():
             return None
         try:
-            needed, what = ref.load().id_count, f"tokenizer {ref.path or ref.kind}"
+            needed, what = _id_count(ref.kind, ref.path), f"tokenizer {ref.path or ref.kind}"
         except UserError as error:
             return f"data.source.tokenizer: {error}"
     layout = token_layout(run.dims)
@@ -116,6 +117,14 @@ def vocab_problem(run: RunPlan) -> str | None:
     sentinels = f" plus {layout.sentinels} T5 sentinels" if layout.sentinels else ""
     return (f"data.source.tokenizer: {what} needs {needed} token ids{sentinels}, but the model's vocab_size is "
             f"{run.dims.vocab_size}; raise model vocab_size to at least {needed + layout.sentinels}")
+
+
+@lru_cache(maxsize=16)
+def _id_count(kind: str, path: Path | None) -> int:
+    """The tokenizer's id count, loaded once per model file (a sweep's runs share one)."""
+    from engine.data.tokenizers import TokenizerRef
+
+    return TokenizerRef(kind, path).load().id_count  # type: ignore[arg-type]
 
 
 def exhaustion_problem(run: RunPlan) -> str | None:

@@ -103,7 +103,7 @@ def _prepared_tokens(settings: object, spec_dir: Path) -> int | None:
 
 
 def _image_budget(source: ImageArrays | ImageRecords, run: RunPlan, needed: int) -> DataBudget:
-    from engine.data.images import count_images, image_eval_count
+    from engine.data.images import image_eval_count
 
     files = _files(source.paths, run.spec_dir)
     total = _count_images_cached(files, source.kind, getattr(source, "label_field", ""))
