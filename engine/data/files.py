@@ -2,10 +2,11 @@
 
 Text files are read from the prepared cache (engine/data/text.py).
 
-Paths are resolved relative to the spec's directory (`base_dir`). Both sources are finite: a
-seeded split holds out the validation examples, training steps take fixed slices of per-epoch
+Paths are resolved relative to the spec's directory (`base_dir`). The arrays are finite: a seeded
+split holds out the validation examples, training steps take fixed slices of per-epoch
 permutations (engine/data/finite.py), and running past one epoch is refused or warned about, as the
-spec says. Arrays are read with allow_pickle=False; every problem is a UserError naming the file.
+spec says. Arrays are read with allow_pickle=False (.npy memory-mapped, an .npz read whole); every
+problem is a UserError naming the file.
 """
 
 from __future__ import annotations
