@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.bench_train import DonatingStepper, T5_SPEC, VIT_SPEC, device_batch, engine_step_fn, plan_one
 from bench.timing import interleaved_medians
+from engine.data.base import step_batches
 from engine.training.build import build_setup
 from engine.training.loop import place_initial_state, programs_for
 from engine.training.parallel import replicate
@@ -83,7 +84,7 @@ class InputRate:
 def input_rate(spec: Path, overrides: list[str], batches: int, samples: int, working_dir: Path) -> InputRate:
     run = plan_one(spec, overrides, working_dir)
     setup = build_setup(run)  # prepares the cache (not timed)
-    iterator = setup.data.batches(0, batches + 1)
+    iterator = step_batches(setup.data, 0, batches + 1)
     next(iterator)  # threads started, first batch in
     started = time.perf_counter()
     for _ in range(batches):

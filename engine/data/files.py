@@ -14,12 +14,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
+from engine.data.prefetch import prefetched
 from engine.data.finite import EpochOrder, OnExhausted, check_budget, hold_out
 from engine.data.tokenizers import stream_sha256
 from engine.errors import UserError
@@ -206,6 +208,10 @@ class ImageArrays:
 
     def batch(self, step: int) -> Batch:
         return self._examples(self._order.indices(step))
+
+    def batches(self, start: int, stop: int) -> Iterator[Batch]:
+        """Steps start..stop-1 in order, read ahead (from the memory map) while the caller trains."""
+        return prefetched(self.batch, start, stop)
 
     def eval_batches(self) -> list[Batch]:
         size = self.settings.eval_batch_size
