@@ -13,8 +13,6 @@ devices resumes on 1); another engine version alone is a note, not a refusal.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +21,6 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from engine.planning.plan import RunPlan
-from spec.data import ImageArrays, SentencepieceTokenizer, TextFiles
 
 RECORD_FILE = "spec.yaml"
 # The spec sections that decide what a run computes, as engine/planning/plan.py run_id hashes them; the
@@ -31,26 +28,11 @@ RECORD_FILE = "spec.yaml"
 TRAINING_SECTIONS = ("model", "sparsity", "init", "optimizer", "data", "seed")
 PACKAGE = "sparse-scaling-engine"
 
-_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
-
 def engine_version() -> str:
     try:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def file_sha256(path: Path) -> str:
-    info = path.stat()
-    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
-    if key not in _digests:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _digests[key] = digest.hexdigest()
-    return _digests[key]
 
 
 def data_files(run: RunPlan) -> dict[str, str]:
