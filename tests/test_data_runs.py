@@ -165,3 +165,31 @@ def test_validate_plan_checks_the_vocabulary_against_the_tokenizer(tmp_path: Pat
     spec.write_text(_sentencepiece_spec("decoder", "{kind: bytes}").replace("vocab_size: 320", "vocab_size: 200"))
     assert main(["validate", "--plan", str(spec)]) == 1
     assert "needs 259 token ids" in "".join(capsys.readouterr())
+
+
+def test_image_records_convert_resize_and_name_bad_records(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from engine.data import build_source
+    from engine.errors import UserError
+    from engine.planning.sizing import ModelDims
+
+    gray = np.full((16, 16), 200, np.uint8)  # grayscale at twice the model's size, as JPEG
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="JPEG", quality=95)
+    records = [buffer.getvalue()] * 40
+    pq.write_table(pa.table({"img": records, "tags": [[0, 2]] * 40}), tmp_path / "jpeg.parquet")
+    dims = ModelDims("vit", 32, 2, 16, 64, 2, image_size=8, patch_size=4, channels=3, num_classes=4)
+    settings = {"paths": ["jpeg.parquet"], "image_field": "img", "label_field": "tags", "eval_batch_size": 8}
+    batch = build_source("image_records", settings, dims, 4, 0, tmp_path).batch(0)
+    assert batch["images"].shape == (4, 8, 8, 3) and np.allclose(batch["images"], 200 / 255, atol=3 / 255)
+    assert (batch["labels"] == np.array([1, 0, 1, 0], np.float32)).all()  # a list of ids is multi-hot
+    pq.write_table(pa.table({"img": [b"not an image"] * 40, "tags": [1] * 40}), tmp_path / "bad.parquet")
+    source = build_source("image_records", {**settings, "paths": ["bad.parquet"]}, dims, 4, 0, tmp_path)
+    with pytest.raises(UserError, match=r"bad\.parquet: image \d+: not a decodable image"):
+        source.batch(0)
+    pq.write_table(pa.table({"img": records, "tags": [7] * 40}), tmp_path / "range.parquet")
+    with pytest.raises(UserError, match="label id 7 is out of range for 4 classes"):
+        build_source("image_records", {**settings, "paths": ["range.parquet"]}, dims, 4, 0, tmp_path)

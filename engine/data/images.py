@@ -181,17 +181,20 @@ def prepare_images(settings: ImageRecordsSettings, files: tuple[Path, ...], root
 
 
 def decode_image(data: bytes, dims: ModelDims, where: str) -> np.ndarray:
-    """Encoded bytes -> [H, W, C] float32 in [0, 1] at the model's image size."""
+    """Encoded bytes -> [H, W, C] uint8 at the model's image size (converted and resized only
+    when the image is not already that: a conversion costs as much as the decode)."""
     from PIL import Image, UnidentifiedImageError
 
+    mode = "L" if dims.channels == 1 else "RGB"
     try:
         image = Image.open(io.BytesIO(data))
-        image = image.convert("L" if dims.channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as error:
+        if image.mode != mode:
+            image = image.convert(mode)
+        if image.size != (dims.image_size, dims.image_size):
+            image = image.resize((dims.image_size, dims.image_size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise UserError(f"{where}: not a decodable image: {error}") from error
-    if image.size != (dims.image_size, dims.image_size):
-        image = image.resize((dims.image_size, dims.image_size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.float32) * np.float32(1.0 / 255.0)
     return pixels.reshape(dims.image_size, dims.image_size, dims.channels)
 
 
@@ -241,13 +244,14 @@ class ImageRecords:
                                            "content": self.manifest["key"], "image_size": dims.image_size})
 
     def _examples(self, indices: list[int]) -> Batch:
-        images = np.empty((len(indices), self.dims.image_size, self.dims.image_size, self.dims.channels), np.float32)
+        images = np.empty((len(indices), self.dims.image_size, self.dims.image_size, self.dims.channels), np.uint8)
         labels = np.zeros((len(indices), self.dims.num_classes), np.float32)
         for row, index in enumerate(indices):
             data, ids = self.records[index]
             images[row] = decode_image(data, self.dims, f"{self.name}: image {index}")
             labels[row, ids] = 1.0
-        return {"images": images, "labels": labels}
+        # pixels scaled to [0, 1] once per batch, as image_arrays scales uint8 arrays
+        return {"images": images.astype(np.float32) * np.float32(1.0 / 255.0), "labels": labels}
 
     def batch(self, step: int) -> Batch:
         if step < 0:
