@@ -69,7 +69,7 @@ def prepare_source(plan: RunPlan, workers: int | None) -> dict[str, Any]:
     if source.kind == "text_files":
         from engine.data.text import prepared_manifest, text_source
 
-        manifest = prepared_manifest(text_source(settings, plan.spec_dir), workers)  # type: ignore[arg-type]
+        manifest = prepared_manifest(text_source(settings, plan.spec_dir), workers, bar=True)  # type: ignore[arg-type]
         return {"key": manifest.key, "files": len(manifest.shards), "documents": manifest.documents,
                 "tokens": manifest.tokens, "tokenizer": manifest.tokenizer}
     from engine.data.files import resolve_paths

@@ -89,13 +89,14 @@ def text_source(settings: TextFilesSettings, base_dir: Path, train: bool = True)
     return TextSource(files, settings.format, settings.text_field, ref)
 
 
-def prepared_manifest(source: TextSource, workers: int | None = None) -> TokenManifest:
-    """The source's token cache, prepared now (with a progress bar) when missing."""
+def prepared_manifest(source: TextSource, workers: int | None = None, bar: bool = False) -> TokenManifest:
+    """The source's token cache, prepared now when missing (with a progress bar when `bar`, else
+    announced in one line)."""
     found = find_manifest(source)
     if found is not None:
         return found
     total = sum(path.stat().st_size for path in source.files)
-    with byte_progress(total, f"preparing {len(source.files)} file(s)") as advance:
+    with byte_progress(total, f"preparing {len(source.files)} text file(s)", bar) as advance:
         return prepare_tokens(source, workers=workers, progress=advance)
 
 
