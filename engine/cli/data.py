@@ -74,8 +74,12 @@ def prepare_source(plan: RunPlan, workers: int | None) -> dict[str, Any]:
                 "tokens": manifest.tokens, "tokenizer": manifest.tokenizer}
     from engine.data.files import resolve_paths
     from engine.data.images import prepare_images
+    from engine.data.progress import byte_progress
 
-    manifest = prepare_images(settings, tuple(resolve_paths(settings.paths, plan.spec_dir)))  # type: ignore[arg-type]
+    files = tuple(resolve_paths(settings.paths, plan.spec_dir))  # type: ignore[union-attr]
+    total = sum(path.stat().st_size for path in files)
+    with byte_progress(total, f"preparing {len(files)} image file(s)", bar=True) as advance:
+        manifest = prepare_images(settings, files, workers=workers, progress=advance)  # type: ignore[arg-type]
     return {"key": manifest["key"], "files": len(manifest["shards"]), "images": manifest["images"]}
 
 

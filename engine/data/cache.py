@@ -189,15 +189,8 @@ def prepare_tokens(
     pending = [(path, shard) for path, _, shard in files if not (root / "shards" / f"{shard}.json").is_file()]
     if progress is not None:
         progress(sum(path.stat().st_size for path, _, shard in files if (path, shard) not in pending))
-    if pending:
-        workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
-        if workers == 1:
-            for path, shard in pending:
-                tokenize_file(path, source, shard, root, dtype.name)
-                if progress is not None:
-                    progress(path.stat().st_size)
-        else:
-            _tokenize_in_workers(pending, source, root, dtype.name, workers, progress)
+    run_per_file(tokenize_file, [(path, (path, source, shard, root, dtype.name)) for path, shard in pending],
+                 workers, progress)
     shards = []
     for path, digest, shard in files:
         meta = json.loads((root / "shards" / f"{shard}.json").read_text())
@@ -207,14 +200,23 @@ def prepare_tokens(
     return manifest
 
 
-def _tokenize_in_workers(
-    pending: list[tuple[Path, str]], source: TextSource, root: Path, dtype: str, workers: int,
+def run_per_file(
+    task: Callable[..., object], calls: list[tuple[Path, tuple[object, ...]]], workers: int | None,
     progress: ProgressFn | None,
 ) -> None:
+    """task(*arguments) for each (raw file, arguments), in parallel worker processes when there
+    are several files and cores; progress is advanced by each file's size as it finishes."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(calls)))
+    if workers == 1:
+        for path, arguments in calls:
+            task(*arguments)
+            if progress is not None:
+                progress(path.stat().st_size)
+        return
     # spawn, not fork: a forked child of a process running JAX's threads can deadlock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(tokenize_file, path, source, shard, root, dtype): path for path, shard in pending}
+        futures = {pool.submit(task, *arguments): path for path, arguments in calls}
         for future in as_completed(futures):
             future.result()  # a worker's UserError is re-raised here
             if progress is not None:

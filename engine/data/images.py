@@ -25,7 +25,9 @@ from typing import Protocol
 import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
-from engine.data.cache import ShardReader, atomic_write_text, cache_root, content_key, file_digest
+from engine.data.cache import (
+    ProgressFn, ShardReader, atomic_write_text, cache_root, content_key, file_digest, run_per_file,
+)
 from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.shuffle import ExampleOrder
@@ -92,8 +94,8 @@ def _label_ids(value: object, where: str) -> list[int]:
     return ids  # type: ignore[return-value]
 
 
-def prepare_image_file(path: Path, settings: ImageRecordsSettings, key: str, root: Path) -> dict[str, int]:
-    """One Parquet file -> its image shard, a record batch at a time; returns the shard's meta."""
+def prepare_image_file(path: Path, settings: ImageRecordsSettings, key: str, root: Path) -> None:
+    """One Parquet file -> its image shard (.json with its counts last), a record batch at a time."""
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -137,7 +139,6 @@ def prepare_image_file(path: Path, settings: ImageRecordsSettings, key: str, roo
         os.replace(handle.name, base.with_suffix(f".{name}"))
     meta = {"file": path.as_posix(), "images": count, "label_max": label_max}
     atomic_write_text(base.with_suffix(".json"), json.dumps(meta))
-    return meta
 
 
 class ImageShards:
@@ -163,17 +164,22 @@ class ImageShards:
         return image.tobytes(), labels
 
 
-def prepare_images(settings: ImageRecordsSettings, files: tuple[Path, ...], root: Path | None = None) -> dict:
-    """The image source's manifest, preparing the shards that are missing."""
+def prepare_images(
+    settings: ImageRecordsSettings, files: tuple[Path, ...], root: Path | None = None, workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """The image source's manifest, preparing the shards that are missing (in parallel over files)."""
     root = root or cache_root()
-    shards = []
+    keyed = []
     for path in files:
         digest = file_digest(path, root)
-        key = content_key({"version": IMAGE_CACHE_VERSION, "content": digest, "image": settings.image_field,
-                           "label": settings.label_field})
-        meta_path = root / "shards" / f"{key}.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else prepare_image_file(path, settings, key, root)
-        shards.append({"file": path.as_posix(), "sha256": digest, "key": key, **meta})
+        keyed.append((path, digest, content_key({"version": IMAGE_CACHE_VERSION, "content": digest,
+                                                 "image": settings.image_field, "label": settings.label_field})))
+    pending = [(path, (path, settings, key, root)) for path, _, key in keyed
+               if not (root / "shards" / f"{key}.json").is_file()]
+    run_per_file(prepare_image_file, pending, workers, progress)
+    shards = [{"file": path.as_posix(), "sha256": digest, "key": key,
+               **json.loads((root / "shards" / f"{key}.json").read_text())} for path, digest, key in keyed]
     manifest = {"key": content_key({"shards": [s["key"] for s in shards]}), "images": sum(s["images"] for s in shards),
                 "label_max": max(s["label_max"] for s in shards), "shards": shards}
     atomic_write_text(root / "sets" / f"{manifest['key']}.json", json.dumps(manifest, indent=1))
