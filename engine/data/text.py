@@ -118,8 +118,9 @@ class TextFiles:
         assert source is not None
         files = source.files
         self.name = files[0].as_posix() if len(files) == 1 else f"{len(files)} text files under {files[0].parent}"
+        # before preparing: a vocabulary too small for the tokenizer is an error worth no wait
+        self.layout.check_content_fits(source.tokenizer.load().id_count, f"tokenizer {source.tokenizer.kind} ({self.name})")
         manifest = prepared_manifest(source)
-        self.layout.check_content_fits(manifest.id_count, f"tokenizer {source.tokenizer.kind} ({self.name})")
         self.stream = TokenStream(manifest, self.layout.raw_length)
         total = len(self.stream)
         if total < 2:
