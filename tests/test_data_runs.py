@@ -193,3 +193,19 @@ def test_image_records_convert_resize_and_name_bad_records(tmp_path: Path) -> No
     pq.write_table(pa.table({"img": records, "tags": [7] * 40}), tmp_path / "range.parquet")
     with pytest.raises(UserError, match="label id 7 is out of range for 4 classes"):
         build_source("image_records", {**settings, "paths": ["range.parquet"]}, dims, 4, 0, tmp_path)
+
+
+@pytest.mark.parametrize(("tokenizer", "message"), [
+    ("{kind: sentencepiece}", "exactly one of `model` (a .model file) and `train`"),
+    ("{kind: sentencepiece, model: a.model, train: {vocab_size: 8000}}", "exactly one of `model`"),
+    ("{kind: sentencepiece, train: {vocab_size: 8000, model_type: wordpiece}}", "model_type"),
+    ("{kind: huggingface}", "file"),
+])
+def test_tokenizer_specs_are_checked_at_their_line(tmp_path: Path, tokenizer: str, message: str) -> None:
+    from spec.loading import check_file
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.read_text().replace("tokenizer: {kind: bytes}", f"tokenizer: {tokenizer}"))
+    line = next(i for i, l in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in l)
+    [issue] = check_file(spec)
+    assert issue.origin.line == line and message in issue.message, str(issue)
