@@ -40,6 +40,7 @@ class Sizes:
     fit_repeats: int
     fit_starts: int
     bootstrap_resamples: int
+    pipeline_batches: int  # batches read per input-pipeline measurement (the runs plan 150 steps)
 
 
 FULL = Sizes(
@@ -49,14 +50,14 @@ FULL = Sizes(
     sweep_overrides=(),
     sweep_note=("experiments/vit_sweep.yaml as it is: 36 runs (4 sizes x 3 sparsities x 150, 300 "
                 "and 600 steps), 12 model shapes, 12,600 steps, a checkpoint every 100 steps"),
-    fit_repeats=3, fit_starts=25, bootstrap_resamples=1000,
+    fit_repeats=3, fit_starts=25, bootstrap_resamples=1000, pipeline_batches=140,
 )
 QUICK = Sizes(
     samples=5, utilisation_seconds=5, hand_written_widths=(16,), sparse_width=16, sparse_steps=400,
     utilisation_widths={"vit": [16], "t5": [16], "decoder": [16]}, peak_matmul=256,
     sweep_overrides=("sweep={grid: {model.d_model: [16], sparsity.level: [0.5], data.steps: [40]}}",),
     sweep_note="one 40-step run at d_model 16 (--quick)",
-    fit_repeats=1, fit_starts=3, bootstrap_resamples=20,
+    fit_repeats=1, fit_starts=3, bootstrap_resamples=20, pipeline_batches=10,
 )
 
 
@@ -82,7 +83,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     rows: list[tuple[str, str, str, str]] = []
     work.mkdir(parents=True, exist_ok=True)
 
-    log("1/5 sweep efficiency and memory (trains the sweep three times; first, so memory is the sweep's)")
+    log("1/6 sweep efficiency and memory (trains the sweep three times; first, so memory is the sweep's)")
     sweep_runs, (first, second, final_only) = bench_sweep.default_sweep_passes(
         bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides, work / "sweep")
     for name, timing in (("first pass, empty compile cache", first),
@@ -110,7 +111,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                  f"{growth / mib:+.0f} MiB over the second pass", "no growth",
                  _verdict(growth < 0.05 * second.rss_after_run[0])))
 
-    log("2/5 engine step vs hand-written flax + optax step")
+    log("2/6 engine step vs hand-written flax + optax step")
     for width in sizes.hand_written_widths:
         run = bench_train.plan_one(bench_train.VIT_SPEC, bench_train.width_overrides(width, 0.0, 600), work)
         result = bench_train.engine_vs_hand_written(run, sizes.samples)
@@ -119,7 +120,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                      f"same params after 3 steps to {result.max_param_difference:.0e})",
                      f"{result.ratio:.3f}", "<= 1.05", _verdict(result.ratio <= 1.05)))
 
-    log("3/5 masked sparse steps vs dense, mask updates")
+    log("3/6 masked sparse steps vs dense, mask updates")
     sparse = bench_train.sparse_vs_dense(sizes.sparse_width, sizes.sparse_steps, work, sizes.samples)
     for label in sparse.masked_s:
         ratio = sparse.ratio(label)
@@ -136,7 +137,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                      f"(update step {sparse.update_s[label] * 1e3:.2f} ms)",
                      f"{fraction:.2%}", "< 1%", _verdict(fraction < 0.01)))
 
-    log("4/5 FLOP/s vs this machine's matmul peak")
+    log("4/6 FLOP/s vs this machine's matmul peak")
     runs = bench_train.family_runs(sizes.utilisation_widths, work)
     for result in bench_train.utilisation(runs, sizes.peak_matmul, sizes.samples, sizes.utilisation_seconds):
         rows.append((f"3. {result.family} d_model {result.d_model}, batch {result.batch_size}: "
@@ -145,7 +146,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                      f"{sizes.peak_matmul}x{sizes.peak_matmul} matmul",
                      f"{result.fraction:.1%}", "report", "reported"))
 
-    log("5/5 fitting vs the reference procedure")
+    log("5/6 fitting vs the reference procedure")
     fit = bench_fit.measure_fit(sizes.fit_repeats, sizes.fit_starts, sizes.bootstrap_resamples)
     rows.append((f"5. reference fit ({fit.data}): scipy BFGS, numerical gradients, mean Huber, "
                  f"{fit.starts} starts; best {fit.reference_best:.4g}, starts end in "
@@ -163,6 +164,14 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
                  f"({fit.bootstrap_unconverged} not converged in 300 steps)",
                  f"{fit.bootstrap_first_s:.2f} / {fit.bootstrap_second_s:.2f} s", "well under 60 s",
                  _verdict(fit.bootstrap_first_s < 30)))
+    log("6/6 input pipeline vs the train step")
+    from bench import bench_data
+
+    for rate in bench_data.default_shape_rates(work / "data", sizes.pipeline_batches, sizes.samples):
+        rows.append((f"7. input pipeline ({rate.source}, prefetched) / train step consumption, {rate.family} "
+                     f"d_model {rate.d_model}, batch {rate.batch_size} ({rate.batches_per_s:.0f} batches/s; "
+                     f"step {rate.step_s * 1e3:.2f} ms)",
+                     f"{rate.ratio:.1f}x", ">= 10x", _verdict(rate.ratio >= 10)))
     rows.sort(key=lambda row: row[0][0])  # the brief's numbering (stable: order within a section kept)
     rows.append(("load average (1 min) at the end", f"{load_average():.2f}", "", ""))
     return rows
@@ -203,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     started = datetime.datetime.now()
     sizes = QUICK if args.quick else FULL
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # sweeps, checkpoints, the cache
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # sweeps, checkpoints, the caches
         cache = _use_private_compile_cache(Path(scratch) / "cache")
+        os.environ["ENGINE_DATA_CACHE"] = str(Path(scratch) / "data-cache")  # generated data, prepared afresh
         import jax
 
         rows = measure(sizes, Path(scratch) / "work",

@@ -96,36 +96,74 @@ class BytesTokenizer(SpecModel):
     kind: Literal["bytes"] = Field(description="Tokenizer type.")
 
 
+class SentencepieceTraining(SpecModel):
+    """A SentencePiece model trained on this source's own files, once, and cached by content (a
+    changed file trains a new one). It uses T5's id layout: pad 0, eos 1, unk 2."""
+
+    vocab_size: int = Field(gt=3, description="Pieces of the trained model (PAD, EOS and UNK included); the model's vocab_size must hold them (+ T5 sentinels).", examples=[8000])
+    model_type: Literal["unigram", "bpe", "char", "word"] = Field(default="unigram", description="SentencePiece's training algorithm.")
+    sample_bytes: int = Field(default=100_000_000, gt=0, description="At most this much text is read for training, spread evenly over the files.")
+
+
 class SentencepieceTokenizer(SpecModel):
-    """A trained SentencePiece model (e.g. T5's 32k vocabulary)."""
+    """A SentencePiece model: the user's own .model file (e.g. T5's 32k vocabulary), or one trained
+    on the source's files (`train`). Exactly one of `model` and `train`."""
 
     kind: Literal["sentencepiece"] = Field(description="Tokenizer type.")
-    model: str = Field(description=f"Path of the .model file. {_NOT_CHECKED}")
+    model: str | None = Field(default=None, description=f"Path of the .model file. {_NOT_CHECKED}")
+    train: SentencepieceTraining | None = Field(default=None, description="Train a model on this source's files instead.")
+
+    @model_validator(mode="after")
+    def _model_or_train(self) -> Self:
+        if (self.model is None) == (self.train is None):
+            raise cross_field_error("a sentencepiece tokenizer takes exactly one of `model` (a .model file) and `train`")
+        return self
 
 
-Tokenizer = Annotated[BytesTokenizer | SentencepieceTokenizer, Field(discriminator="kind")]
+class HuggingfaceTokenizer(SpecModel):
+    """A Hugging Face `tokenizers` JSON file (tokenizer.json); its ids are shifted up by 2 so PAD
+    and EOS keep 0 and 1, and its own special tokens are not added."""
+
+    kind: Literal["huggingface"] = Field(description="Tokenizer type.")
+    file: str = Field(description=f"Path of the tokenizer.json file. {_NOT_CHECKED}")
+
+
+Tokenizer = Annotated[BytesTokenizer | SentencepieceTokenizer | HuggingfaceTokenizer, Field(discriminator="kind")]
 
 
 class TextFiles(SpecModel):
-    """The user's text: files read in sorted order, an EOS after each, tokenized and cut into
-    examples; a seeded share is held out for validation. Fields mirror
-    engine.data.files.TextFilesSettings."""
+    """The user's text, prepared once into a shared token cache (`engine data prepare`): documents
+    in file order, an EOS after each, concatenated and cut into examples; a seeded share is held
+    out for validation and training reads a seeded global shuffle. Fields mirror
+    engine.data.text.TextFilesSettings."""
 
     kind: Literal["text_files"] = Field(description="Source type.")
     seed: int = Field(default=0, ge=0, description=_FILE_SEED)
     paths: list[str] = Field(
         min_length=1, description=f"Files, directories (read recursively) or glob patterns. {_NOT_CHECKED}"
     )
-    tokenizer: Tokenizer = Field(description="How text becomes token ids: {kind: bytes} or {kind: sentencepiece, model: path}.")
+    format: Literal["text", "jsonl", "parquet", "array_record"] = Field(
+        default="text",
+        description=(
+            "text: each file is one document; jsonl: one JSON object per line (.gz, .bz2, .xz read as they are); "
+            "parquet: a string column; array_record: each record one UTF-8 document."
+        ),
+    )
+    text_field: str = Field(default="text", min_length=1, description="The JSON field (jsonl) or column (parquet) holding a document's text.")
+    tokenizer: Tokenizer = Field(
+        description="How text becomes token ids: {kind: bytes}, {kind: sentencepiece, model: path}, "
+        "{kind: sentencepiece, train: {vocab_size: n}} or {kind: huggingface, file: path}."
+    )
     eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
     eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
+    max_eval_examples: int = Field(default=2048, gt=0, description="The validation set holds at most this many examples, however large the corpus.")
 
 
 class ImageArrays(SpecModel):
     """The user's images as NumPy arrays: one .npz holding `images` [N, H, W, C] and `labels`
     (class ids [N], multi-hot [N, num_classes], or id lists [N, K] padded with -1), or two .npy
-    files (images, then labels); a seeded share is held out for validation. Fields mirror
-    engine.data.files.ImageArraysSettings."""
+    files (images, then labels), which are memory-mapped (use them for large sets); a seeded share
+    is held out for validation. Fields mirror engine.data.files.ImageArraysSettings."""
 
     kind: Literal["image_arrays"] = Field(description="Source type.")
     seed: int = Field(default=0, ge=0, description=_FILE_SEED)
@@ -134,9 +172,26 @@ class ImageArrays(SpecModel):
     eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
 
 
-DataSource = Annotated[SyntheticImages | SyntheticTokens | TextFiles | ImageArrays, Field(discriminator="kind")]
+class ImageRecords(SpecModel):
+    """The user's images as records of encoded PNG or JPEG bytes with labels, in Parquet files:
+    prepared once into a shared cache, decoded (and resized to the model's image size when they
+    differ) by loader threads as steps need them. Fields mirror engine.data.images.ImageRecordsSettings."""
 
-IMAGE_SOURCES = ("synthetic_images", "image_arrays")
+    kind: Literal["image_records"] = Field(description="Source type.")
+    seed: int = Field(default=0, ge=0, description=_FILE_SEED)
+    paths: list[str] = Field(min_length=1, description=f"Parquet files, directories or glob patterns. {_NOT_CHECKED}")
+    image_field: str = Field(default="image", min_length=1, description="Column of encoded image bytes (binary, or a struct with a `bytes` field as Hugging Face datasets write it).")
+    label_field: str = Field(default="label", min_length=1, description="Column of labels: a class id, or a list of class ids (multi-hot).")
+    eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
+    eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
+    max_eval_examples: int = Field(default=2048, gt=0, description="The validation set holds at most this many examples, however large the set.")
+
+
+DataSource = Annotated[
+    SyntheticImages | SyntheticTokens | TextFiles | ImageArrays | ImageRecords, Field(discriminator="kind")
+]
+
+IMAGE_SOURCES = ("synthetic_images", "image_arrays", "image_records")
 TOKEN_SOURCES = ("synthetic_tokens", "text_files")
 
 

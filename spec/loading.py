@@ -164,7 +164,7 @@ def load_tree(path: Path, display: str | None = None, _chain: tuple[Path, ...] =
     if extends is None:
         return tree
     target_text = extends.node.value
-    if not isinstance(target_text, str) or not target_text:
+    if not isinstance(target_text, str) or not target_text or "\x00" in target_text:  # no path holds NUL
         raise SpecError([Issue(extends.node.origin, "extends: expected a path to another spec file")])
     target = path.parent / target_text
     target_display = os.path.normpath(os.path.join(os.path.dirname(display), target_text))

@@ -28,7 +28,7 @@ def train(run_dir: Path, overrides: list[str]) -> dict:
     setup = build_setup(run)
 
     result = {"devices": jax.device_count(), "mesh": dict(setup.layout.mesh.shape),
-              "process": jax.process_index()}
+              "process": jax.process_index(), "process_local": getattr(setup.data, "process_local", False)}
     outcome = train_run(setup, run_dir)
     result |= {"resumed_from": outcome.resumed_from, "final_eval_loss": outcome.final_eval_loss}
     metrics = run_dir / "metrics.jsonl"

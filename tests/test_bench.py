@@ -80,6 +80,7 @@ def test_quick_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     written = out.read_text()
     for section in ("| 1. engine / hand-written", "| 2. 87.5% unstructured", "| 2. 2:4", "| 3. vit",
                     "| 3. t5", "| 3. decoder", "| 4. sweep efficiency, first pass",
-                    "| 4. sweep efficiency, second pass", "| 5. engine fit warm", "| 6. peak RSS"):
+                    "| 4. sweep efficiency, second pass", "| 5. engine fit warm", "| 6. peak RSS",
+                    "| 7. input pipeline"):
         assert section in written, section
     assert written.count(BEGIN) == written.count(END) == 1

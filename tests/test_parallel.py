@@ -241,6 +241,50 @@ def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dic
         assert result["final_eval_loss"] == pytest.approx(reference["straight"]["final_eval_loss"], rel=FLOAT32_RTOL)
 
 
+def _png_records(directory: Path, count: int) -> None:
+    """Parquet records of encoded PNG images (8x8 RGB) with 4 classes, as a user would bring."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(count, 8, 8, 3), dtype=np.uint8)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    directory.mkdir(parents=True)
+    pq.write_table(pa.table({"image": encoded, "label": (images.mean(axis=(1, 2, 3)) // 64).astype(int).tolist()}),
+                   directory / "part-0.parquet")
+
+
+@pytest.mark.slow
+def test_two_processes_read_disjoint_shares_of_a_prepared_cache(tmp_path: Path) -> None:
+    """Each process of a 2-process jax.distributed run reads only its half of every batch from the
+    prepared cache; the losses are those of one process reading whole batches."""
+    _png_records(tmp_path / "images", 256)
+    source = f"data.source={{kind: image_records, paths: [{tmp_path / 'images'}], eval_batch_size: 16}}"
+    one = train(tmp_path / "one", [source])  # prepares the cache too
+    assert one["process_local"] is False
+    address = f"127.0.0.1:{_free_port()}"
+    task = [{"run_dir": str(tmp_path / "run"), "overrides": [source, "parallelism.mesh.data=4"]}]
+    processes = [
+        _worker(2, task, {"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(rank)},
+                wait=False)
+        for rank in range(2)
+    ]
+    outputs = _wait_all(processes, timeout=600)
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
+    assert all(r["process_local"] for r in results) and [r["process"] for r in results] == [0, 1]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert _losses({"metrics": metrics}) == pytest.approx(_losses(one), rel=FLOAT32_RTOL)
+
+
 @pytest.mark.slow
 def test_two_processes_run_a_sweep_through_engine_run(reference: dict, tmp_path: Path) -> None:
     """`engine run` on a 2-process cluster: process 0 claims and writes, both train the runs."""

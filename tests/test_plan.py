@@ -235,7 +235,8 @@ def test_source_settings_fit_the_data_builders() -> None:
         settings = make_settings(data.source.kind, source_settings(data))
         assert type(settings).__name__.lower().startswith(data.source.kind.replace("_", ""))
     t5 = plan_experiment(EXPERIMENTS / "paper" / "t5_c4.yaml")[0].spec.data
-    assert source_settings(t5)["tokenizer"] == "c4/spiece.model"
+    assert source_settings(t5)["tokenizer"] == {"kind": "sentencepiece", "model": "c4/spiece.model"}
+    assert make_settings("text_files", source_settings(t5)).tokenizer == "c4/spiece.model"
     assert source_settings(t5)["on_exhausted"] == "refuse"
 
 

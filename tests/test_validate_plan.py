@@ -161,33 +161,11 @@ def test_a_vocabulary_smaller_than_the_bytes_tokenizer(tmp_path: Path, capsys: p
     spec = tmp_path / "text.yaml"
     spec.write_text(DECODER_TEXT)
     code, [issue] = validate(capsys, str(spec))
-    assert code == 1
-    assert (issue["line"], issue["column"], issue["path"]) == (4, 63, "model.base.vocab_size")  # the 200
-    assert issue["message"] == ("model.base.vocab_size: tokenizer bytes needs token ids 0..258, so vocab_size "
-                                "must be at least 259; the model has vocab_size 200")
+    assert code == 1 and issue["path"] == "data.source.tokenizer"
+    assert issue["line"] == 9  # the tokenizer of data.source
+    assert "needs 259 token ids" in issue["message"] and "at least 259" in issue["message"]
     spec.write_text(DECODER_TEXT.replace("vocab_size: 200", "vocab_size: 259"))
     assert validate(capsys, str(spec)) == (0, [])
-
-
-def test_a_sentencepiece_vocabulary_is_checked_only_when_its_model_file_exists(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import engine.data.tokenizers as tokenizers
-
-    class Pieces:  # stands in for a 32,000-piece model (the sentencepiece package is optional)
-        def __init__(self, path: Path) -> None:
-            assert path == tmp_path / "t5.model"
-            self.id_count = 32000
-
-    monkeypatch.setattr(tokenizers, "SentencePieceTokenizer", Pieces)
-    spec = tmp_path / "text.yaml"
-    spec.write_text(DECODER_TEXT.replace("vocab_size: 200", "vocab_size: 1000").replace(
-        "{kind: bytes}", "{kind: sentencepiece, model: t5.model}"))
-    assert validate(capsys, str(spec)) == (0, [])  # no model file here: unknown, not an error
-    (tmp_path / "t5.model").write_bytes(b"model")
-    code, [issue] = validate(capsys, str(spec))
-    assert code == 1 and issue["path"] == "model.base.vocab_size"
-    assert "needs token ids 0..31999, so vocab_size must be at least 32000" in issue["message"]
 
 
 def tiny_with_fit(tmp_path: Path, fit: str, grid: str = "model.nonzeros: [1000, 2000]") -> Path:

@@ -16,7 +16,7 @@ from engine.errors import UserError
 from spec.issues import SpecError
 
 # Subcommands, in the order `engine --help` lists them.
-COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report", "suggest")
+COMMANDS = ("validate", "plan", "schema", "run", "inspect", "fit", "predict", "report", "suggest", "data")
 
 
 class BrokenCommand(Exception):

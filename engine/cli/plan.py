@@ -57,9 +57,28 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         print(render_table(plans))
+        for line in data_lines(plans):
+            print(line)
         for dep, problem in dependencies:
             print(f"depends on {dep.spec} ({dep.why}): {'ready' if problem is None else problem}")
     return 0
+
+
+def data_lines(plans: Sequence[RunPlan]) -> list[str]:
+    """Per file source: examples available against the most any run needs, in epochs."""
+    from engine.planning.data_budget import data_budget
+
+    worst: dict[str, tuple[float, str]] = {}
+    for plan in plans:
+        budget = data_budget(plan)
+        if budget is None:
+            continue
+        how = "prepared" if budget.exact else "estimated from file sizes"
+        line = (f"data {budget.label} ({how}): {budget.available} training examples; run {plan.run_id} "
+                f"needs {budget.needed} ({budget.epochs:.3g} epochs), the most of any run")
+        if budget.label not in worst or budget.epochs > worst[budget.label][0]:
+            worst[budget.label] = (budget.epochs, line)
+    return [line for _, line in worst.values()]
 
 
 def _count(value: float) -> str:

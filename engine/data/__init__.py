@@ -6,9 +6,10 @@ data seed and the step, so resumed runs see exactly the batches an uninterrupted
 
 from engine.data.base import Batch, DataSource
 from engine.data.build import SETTINGS_TYPES, build_source
-from engine.data.files import ImageArraysSettings, TextFilesSettings
+from engine.data.files import ImageArraysSettings
 from engine.data.finite import DataRepeatWarning
 from engine.data.synthetic import SyntheticImagesSettings, SyntheticTokensSettings
+from engine.data.text import TextFilesSettings
 
 __all__ = [
     "Batch",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -77,3 +78,12 @@ def check_eval_sizes(eval_examples: int, eval_batch_size: int) -> None:
         raise ValueError(
             f"eval_examples ({eval_examples}) must be a multiple of eval_batch_size ({eval_batch_size})"
         )
+
+
+def step_batches(source: DataSource, start: int, stop: int) -> Iterator[Batch]:
+    """The batches of steps start..stop-1 in order: a source's own `batches(start, stop)` when it
+    reads ahead (the prepared-cache sources prefetch while the step runs), else `batch(step)`."""
+    batches = getattr(source, "batches", None)
+    if batches is not None:
+        return batches(start, stop)
+    return (source.batch(step) for step in range(start, stop))

@@ -5,7 +5,7 @@
 
 `settings` is a mapping (e.g. a pydantic model's `model_dump()`), a settings dataclass, or None for
 all defaults. A "kind" key equal to `kind` is ignored and a "seed" key must equal the `seed` argument, and the
-spec's tokenizer mapping ({kind: bytes} / {kind: sentencepiece, model: path}) is accepted, so a
+spec's tokenizer mapping ({kind: bytes}, {kind: sentencepiece, model: path}, ...) is accepted, so a
 dumped spec source (`model_dump()`) works as is.
 """
 
@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.base import DataSource
-from engine.data.files import ImageArrays, ImageArraysSettings, TextFiles, TextFilesSettings
+from engine.data.files import ImageArrays, ImageArraysSettings
+from engine.data.images import ImageRecords, ImageRecordsSettings
+from engine.data.sentencepiece_training import SentencePieceTraining
 from engine.data.synthetic import (
     SyntheticImages,
     SyntheticImagesSettings,
     SyntheticTokens,
     SyntheticTokensSettings,
 )
+from engine.data.text import TextFiles, TextFilesSettings
 from engine.planning.sizing import ModelDims
 
 SETTINGS_TYPES: dict[str, type] = {
@@ -31,6 +34,7 @@ SETTINGS_TYPES: dict[str, type] = {
     "synthetic_tokens": SyntheticTokensSettings,
     "text_files": TextFilesSettings,
     "image_arrays": ImageArraysSettings,
+    "image_records": ImageRecordsSettings,
 }
 
 
@@ -38,13 +42,22 @@ def settings_seed(settings: Any) -> object:
     return settings.get("seed") if isinstance(settings, Mapping) else getattr(settings, "seed", None)
 
 
-def tokenizer_name(tokenizer: Mapping[str, Any]) -> str:
-    """The spec's {kind: bytes} / {kind: sentencepiece, model: path} as TextFilesSettings wants it."""
-    if tokenizer.get("kind") == "bytes":
+def tokenizer_setting(tokenizer: Mapping[str, Any]) -> str | SentencePieceTraining:
+    """The spec's tokenizer mapping as TextFilesSettings wants it: "bytes", a model file's path,
+    or the SentencePiece training to do ({kind: sentencepiece, train: {vocab_size, ...}})."""
+    kind = tokenizer.get("kind")
+    if kind == "bytes":
         return "bytes"
-    if tokenizer.get("kind") == "sentencepiece" and tokenizer.get("model"):
+    if kind == "sentencepiece" and tokenizer.get("model"):
         return str(tokenizer["model"])
-    raise ValueError(f"tokenizer must be {{kind: bytes}} or {{kind: sentencepiece, model: path}}, got {dict(tokenizer)}")
+    if kind == "sentencepiece" and isinstance(tokenizer.get("train"), Mapping):
+        return SentencePieceTraining(**tokenizer["train"])
+    if kind == "huggingface" and tokenizer.get("file"):
+        return str(tokenizer["file"])
+    raise ValueError(
+        "tokenizer must be {kind: bytes}, {kind: sentencepiece, model: path}, {kind: sentencepiece, "
+        f"train: {{vocab_size: n}}}} or {{kind: huggingface, file: path}}, got {dict(tokenizer)}"
+    )
 
 
 def make_settings(kind: str, settings: Mapping[str, Any] | Any | None, seed: int | None = None) -> Any:
@@ -66,7 +79,7 @@ def make_settings(kind: str, settings: Mapping[str, Any] | Any | None, seed: int
     if unknown:
         raise ValueError(f"{kind} has no setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     if isinstance(values.get("tokenizer"), Mapping):
-        values["tokenizer"] = tokenizer_name(values["tokenizer"])
+        values["tokenizer"] = tokenizer_setting(values["tokenizer"])
     if "paths" in values and not isinstance(values["paths"], str):
         values["paths"] = tuple(str(path) for path in values["paths"])
     return settings_type(**values)
@@ -80,11 +93,12 @@ def build_source(
     seed: int,
     base_dir: Path,
     total_steps: int | None = None,
+    process: tuple[int, int] = (0, 1),
 ) -> DataSource:
     """The data source of one run.
 
     kind: synthetic_images (vit), synthetic_tokens (t5, decoder), text_files (t5, decoder),
-        image_arrays (vit).
+        image_arrays (vit), image_records (vit).
     settings: the kind's settings (see the *Settings dataclasses for every key and default).
     dims: the model's shape; batches are built to fit it (image size, classes, vocab, lengths).
     batch_size: training examples per step.
@@ -94,6 +108,8 @@ def build_source(
     total_steps: the run's length; finite sources check it up front against their size
         (refuse: UserError, warn: a DataRepeatWarning). None skips the up-front check; batches
         past the end are still refused or warned about when drawn.
+    process: (this process's index, process count) under jax.distributed: sources read from the
+        prepared cache return only this process's rows of each global batch (`process_local`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -103,5 +119,7 @@ def build_source(
     if kind == "synthetic_tokens":
         return SyntheticTokens(resolved, dims, batch_size, seed)
     if kind == "text_files":
-        return TextFiles(resolved, dims, batch_size, seed, base_dir, total_steps)
+        return TextFiles(resolved, dims, batch_size, seed, base_dir, total_steps, process)
+    if kind == "image_records":
+        return ImageRecords(resolved, dims, batch_size, seed, base_dir, total_steps, process)
     return ImageArrays(resolved, dims, batch_size, seed, base_dir, total_steps)

@@ -1,9 +1,12 @@
-"""The user's own data: text files (t5, decoder) and image arrays with labels (vit).
+"""The user's own image arrays with labels (vit), and how data paths are resolved.
 
-Paths are resolved relative to the spec's directory (`base_dir`). Both sources are finite: a
-seeded split holds out the validation examples, training steps take fixed slices of per-epoch
+Text files are read from the prepared cache (engine/data/text.py).
+
+Paths are resolved relative to the spec's directory (`base_dir`). The arrays are finite: a seeded
+split holds out the validation examples, training steps take fixed slices of per-epoch
 permutations (engine/data/finite.py), and running past one epoch is refused or warned about, as the
-spec says. Arrays are read with allow_pickle=False; every problem is a UserError naming the file.
+spec says. Arrays are read with allow_pickle=False (.npy memory-mapped, an .npz read whole); every
+problem is a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -11,40 +14,21 @@ from __future__ import annotations
 import glob
 import hashlib
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engine.data.base import CORRUPTION_STREAM, EVAL_STREAM, Batch, fingerprint_of, rng_for
+from engine.data.base import Batch, fingerprint_of
+from engine.data.prefetch import prefetched
 from engine.data.finite import EpochOrder, OnExhausted, check_budget, hold_out
-from engine.data.layouts import EOS_ID, TokenLayout, token_layout
-from engine.data.tokenizers import make_tokenizer
+from engine.data.tokenizers import stream_sha256
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims
 
 DEFAULT_FILE_EVAL_FRACTION = 0.05
 DEFAULT_FILE_EVAL_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class TextFilesSettings:
-    """Settings of `text_files` (t5, decoder).
-
-    paths: files, directories (read recursively) or glob patterns, relative to the spec's folder;
-        read in sorted order, concatenated with EOS after each file, cut into examples.
-    tokenizer: "bytes" (byte-level, ids = byte + 3) or the path of a SentencePiece .model file.
-    on_exhausted: "refuse" (UserError) or "warn" (warn, then a fresh permutation per epoch) when
-        the run needs more training examples than the files hold.
-    eval_fraction: share of examples held out for validation (whole eval batches, at least one).
-    eval_batch_size: examples per validation batch.
-    """
-
-    paths: tuple[str, ...]
-    tokenizer: str = "bytes"
-    on_exhausted: OnExhausted = "refuse"
-    eval_fraction: float = DEFAULT_FILE_EVAL_FRACTION
-    eval_batch_size: int = DEFAULT_FILE_EVAL_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -55,7 +39,7 @@ class ImageArraysSettings:
         images: [N, H, W, C] (or [N, H, W] for one channel), uint8 (scaled to [0, 1]) or float.
         labels: int class ids [N] (one-hot), multi-hot 0/1 [N, num_classes], or int class-id
         lists [N, K] padded with -1 (multi-hot).
-    on_exhausted, eval_fraction, eval_batch_size: as for text_files.
+    on_exhausted, eval_fraction, eval_batch_size: as for text_files (engine/data/text.py).
     """
 
     paths: tuple[str, ...]
@@ -92,75 +76,8 @@ def _content_hash(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
+        digest.update(bytes.fromhex(stream_sha256(file)))
     return digest.hexdigest()[:16]
-
-
-class TextFiles:
-    """Token examples cut from the user's text files, formatted for a decoder or T5."""
-
-    def __init__(
-        self,
-        settings: TextFilesSettings,
-        dims: ModelDims,
-        batch_size: int,
-        seed: int,
-        base_dir: Path,
-        total_steps: int | None = None,
-    ) -> None:
-        self.layout: TokenLayout = token_layout(dims)
-        files = resolve_paths(settings.paths, base_dir)
-        tokenizer = make_tokenizer(settings.tokenizer, base_dir)
-        self.layout.check_content_fits(tokenizer.id_count, f"tokenizer {tokenizer.name}")
-        self.name = files[0].as_posix() if len(files) == 1 else f"{len(files)} text files under {files[0].parent}"
-        self.examples = self._read_examples(files, tokenizer)
-        split = hold_out(len(self.examples), settings.eval_fraction, settings.eval_batch_size, seed, self.name)
-        self.settings = settings
-        self.seed = seed
-        self.examples_per_step = batch_size
-        self.units_per_example = dims.seq_len
-        self.available_examples = len(split.train)
-        self._eval_indices = split.eval
-        self._order = EpochOrder(split.train, batch_size, seed, settings.on_exhausted, self.name)
-        check_budget(self.name, self.available_examples,
-                     None if total_steps is None else total_steps * batch_size, settings.on_exhausted)
-        self.fingerprint = fingerprint_of(
-            {"kind": "text_files", "seed": seed, "settings": asdict(settings),
-             "content": _content_hash(files), "raw_length": self.layout.raw_length}
-        )
-
-    def _read_examples(self, files: list[Path], tokenizer: object) -> np.ndarray:
-        """All files' tokens with EOS after each, cut into [examples, raw_length] (the ragged
-        tail is dropped)."""
-        pieces = []
-        for file in files:
-            try:
-                data = file.read_bytes()
-            except OSError as error:
-                raise UserError(f"cannot read text file {file}: {error}") from error
-            pieces += [tokenizer.encode(data), np.array([EOS_ID], dtype=np.int32)]
-        tokens = np.concatenate(pieces)
-        count = len(tokens) // self.layout.raw_length
-        if count < 2:
-            raise UserError(
-                f"{self.name}: {len(tokens)} tokens make fewer than 2 examples of "
-                f"{self.layout.raw_length} tokens"
-            )
-        return tokens[: count * self.layout.raw_length].reshape(count, self.layout.raw_length)
-
-    def batch(self, step: int) -> Batch:
-        raw = self.examples[self._order.indices(step)]
-        return self.layout.format(rng_for(self.seed, CORRUPTION_STREAM, step), raw)
-
-    def eval_batches(self) -> list[Batch]:
-        size = self.settings.eval_batch_size
-        return [
-            self.layout.format(
-                rng_for(self.seed, EVAL_STREAM, start // size),
-                self.examples[self._eval_indices[start : start + size]],
-            )
-            for start in range(0, len(self._eval_indices), size)
-        ]
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -177,8 +94,9 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """A memory map of the array: batches read only their rows (an .npz is read whole)."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError) as error:
         raise UserError(f"cannot read {path} as an .npy array without pickle: {error}") from error
 
@@ -207,31 +125,43 @@ def normalise_images(images: np.ndarray, dims: ModelDims, name: str) -> np.ndarr
     return images
 
 
-def multi_hot_labels(labels: np.ndarray, count: int, classes: int, name: str) -> np.ndarray:
-    """float32 [N, classes] 0/1 from class ids [N], multi-hot [N, classes] or id lists [N, K]
-    padded with -1."""
+def label_kind(labels: np.ndarray, count: int, classes: int, name: str) -> str:
+    """How the labels are written, checked once over all of them (labels are small next to the
+    images): "multi_hot" [N, classes] of 0/1, or "ids" (class ids [N], or [N, K] padded with -1)."""
     if len(labels) != count:
         raise UserError(f"{name}: {count} images but {len(labels)} labels")
-    if labels.dtype == np.bool_:
-        labels = labels.astype(np.int64)
-    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+            or labels.dtype == np.bool_):
         raise UserError(f"{name}: labels have dtype {labels.dtype}, expected integers or 0/1 floats")
-    is_binary = bool(np.isin(labels, (0, 1)).all())
-    if labels.ndim == 2 and labels.shape[1] == classes and is_binary:
-        return labels.astype(np.float32)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim not in (1, 2):
+    values = np.asarray(labels)
+    if values.ndim == 2 and values.shape[1] == classes and bool(np.isin(values, (0, 1)).all()):
+        return "multi_hot"
+    if not np.issubdtype(values.dtype, np.integer) or values.ndim not in (1, 2):
         raise UserError(
             f"{name}: labels of shape {labels.shape} and dtype {labels.dtype} are neither class ids "
             f"[N] / [N, K] nor multi-hot [N, {classes}] of 0/1"
         )
-    ids = labels.reshape(count, -1)
+    if (values >= classes).any():
+        raise UserError(f"{name}: label id {int(values.max())} is out of range for {classes} classes")
+    return "ids"
+
+
+def multi_hot_rows(labels: np.ndarray, kind: str, classes: int) -> np.ndarray:
+    """float32 [rows, classes] 0/1 for some rows of labels of a checked `kind`."""
+    if kind == "multi_hot":
+        return np.asarray(labels, dtype=np.float32)
+    ids = np.asarray(labels).reshape(len(labels), -1)
     valid = ids >= 0
-    if (ids[valid] >= classes).any():
-        raise UserError(f"{name}: label id {int(ids.max())} is out of range for {classes} classes")
-    out = np.zeros((count, classes), dtype=np.float32)
-    rows = np.broadcast_to(np.arange(count)[:, None], ids.shape)
+    out = np.zeros((len(labels), classes), dtype=np.float32)
+    rows = np.broadcast_to(np.arange(len(labels))[:, None], ids.shape)
     out[rows[valid], ids[valid]] = 1.0
     return out
+
+
+def multi_hot_labels(labels: np.ndarray, count: int, classes: int, name: str) -> np.ndarray:
+    """float32 [N, classes] 0/1 from class ids [N], multi-hot [N, classes] or id lists [N, K]
+    padded with -1 (all rows at once: for small label sets and tests)."""
+    return multi_hot_rows(labels, label_kind(labels, count, classes, name), classes)
 
 
 class ImageArrays:
@@ -252,8 +182,10 @@ class ImageArrays:
             raise UserError(f"image_arrays feeds vit models, not {dims.family!r}")
         files = resolve_paths(settings.paths, base_dir)
         images, labels, self.name = load_image_arrays(files)
-        self.images = normalise_images(images, dims, self.name)
-        self.labels = multi_hot_labels(labels, len(self.images), dims.num_classes, self.name)
+        self.images = normalise_images(images, dims, self.name)  # .npy: a memory map, read per batch
+        self.labels = labels
+        self._label_kind = label_kind(labels, len(self.images), dims.num_classes, self.name)
+        self._classes = dims.num_classes
         split = hold_out(len(self.images), settings.eval_fraction, settings.eval_batch_size, seed, self.name)
         self.settings = settings
         self.seed = seed
@@ -271,10 +203,15 @@ class ImageArrays:
         images = self.images[indices]
         # uint8 pixels are scaled to [0, 1]; float images are taken as they are.
         scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-        return {"images": images.astype(np.float32) * np.float32(scale), "labels": self.labels[indices]}
+        return {"images": images.astype(np.float32) * np.float32(scale),
+                "labels": multi_hot_rows(self.labels[indices], self._label_kind, self._classes)}
 
     def batch(self, step: int) -> Batch:
         return self._examples(self._order.indices(step))
+
+    def batches(self, start: int, stop: int) -> Iterator[Batch]:
+        """Steps start..stop-1 in order, read ahead (from the memory map) while the caller trains."""
+        return prefetched(self.batch, start, stop)
 
     def eval_batches(self) -> list[Batch]:
         size = self.settings.eval_batch_size

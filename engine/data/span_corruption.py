@@ -134,7 +134,15 @@ def span_corrupt(
             f"span corruption of {counts.raw_length} tokens needs targets of length "
             f"{counts.targets_length}, got {targets_length}"
         )
-    noise = random_spans_noise_mask(rng, counts, tokens.shape[0])
+    return corrupt_with_mask(tokens, random_spans_noise_mask(rng, counts, tokens.shape[0]), vocab_size,
+                             targets_length, counts)
+
+
+def corrupt_with_mask(
+    tokens: np.ndarray, noise: np.ndarray, vocab_size: int, targets_length: int, counts: SpanCounts
+) -> dict[str, np.ndarray]:
+    """Span corruption of rows whose noise masks are given (rows of a mask drawn for a larger
+    batch: a process's share of a global batch gets exactly the rows it would have)."""
     return {
         "inputs": _replace_spans_with_sentinels(tokens, noise, vocab_size, counts.inputs_length),
         "targets": _replace_spans_with_sentinels(tokens, ~noise, vocab_size, targets_length),

@@ -15,6 +15,9 @@ Each sweep point is planned (engine.planning.plan, pure Python: no JAX, no traci
 - a sweep with too few from-scratch runs left after the holdout for the fit's free coefficients
   (7, or 3 for an n:m refit, per group size m), so the fit would fail after all the training.
 `engine run` refuses the same problems before it trains anything (check_plan).
+- a run that needs more examples than its data files hold while `data.on_exhausted` is refuse
+  (engine.planning.data_budget: exact from the prepared cache, else estimated from file sizes),
+  at the node that sets the run's `data.steps`.
 Each problem is located at the YAML node that sets the field for that point: the value in the
 sweep's list when the field is swept, the field itself otherwise (in an `extends` base if that is
 where it is written).
@@ -23,17 +26,20 @@ where it is written).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 from engine.planning import sizing
 from engine.errors import UserError
+from engine.planning.data_budget import data_budget
 from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
 from engine.fit.law import COEFFICIENT_NAMES
 from spec.analysis import LargestNonzerosHoldout, RunsHoldout
-from spec.data import BytesTokenizer, TextFiles
+from spec.data import TextFiles
 from spec.experiment import ExperimentSpec
+from spec.data import SentencepieceTokenizer
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
 from spec.model import MAX_D_MODEL
@@ -51,7 +57,6 @@ def plan_issues(path: Path, overrides: Sequence[str], analysis: bool = True) -> 
     holdout and the fit (for `engine run --no-report`, which fits nothing)."""
     experiment = load_experiment(path, overrides)
     sources = SourcePlans(Path("."))  # pretrained source specs, each planned once
-    tokenizer_ids: dict[str, int | None] = {}  # tokenizer -> its id count, read once per spec
     tree = load_tree(path)
     for text in overrides:
         tree = apply_override(tree, text)
@@ -68,9 +73,6 @@ def plan_issues(path: Path, overrides: Sequence[str], analysis: bool = True) -> 
         nm = nm_problem(spec, dims)
         if nm:
             issues.append(Issue(locate("sparsity.pattern.m"), nm))
-        vocab = vocab_problem(spec, dims, experiment.spec_dir, tokenizer_ids)
-        if vocab:
-            issues.append(Issue(locate("model.base.vocab_size"), vocab, at="model.base.vocab_size"))
         source_issue = _source_spec_issue(spec, experiment.spec_dir, sources, locate)
         if source_issue:
             issues.append(source_issue)
@@ -85,6 +87,12 @@ def plan_issues(path: Path, overrides: Sequence[str], analysis: bool = True) -> 
         schedule = schedule_problem(run.spec.sparsity, run.steps)
         if schedule:
             issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
+        vocab = vocab_problem(run)
+        if vocab:
+            issues.append(Issue(locate("data.source.tokenizer"), vocab, at="data.source.tokenizer"))
+        exhausted = exhaustion_problem(run)
+        if exhausted:
+            issues.append(Issue(locate("data.steps"), exhausted, at="data.steps"))
     issues += duplicate_issues(planned, tree)
     runs = [run for run, _ in planned]
     if analysis and runs and len(runs) == len(experiment.points):  # these need the whole sweep
@@ -102,6 +110,54 @@ def check_plan(path: Path, overrides: Sequence[str], analysis: bool = True) -> N
 
 
 # --- checks (pure: a concrete run spec and its resolved shape in, a message or None out) ----------
+
+
+def vocab_problem(run: RunPlan) -> str | None:
+    """Why the tokenizer's ids (plus T5's sentinels) do not fit the model's vocab_size, or None.
+    A model file that is not there yet is not checked (plain planning needs no data)."""
+    from engine.data.layouts import token_layout
+
+    source = run.spec.data.source
+    if not isinstance(source, TextFiles) or run.dims.family not in ("t5", "decoder"):
+        return None
+    tokenizer = source.tokenizer
+    if isinstance(tokenizer, SentencepieceTokenizer) and tokenizer.train is not None:
+        needed, what = tokenizer.train.vocab_size, f"the trained SentencePiece model of {tokenizer.train.vocab_size} pieces"
+    else:
+        from engine.data.build import tokenizer_setting
+        from engine.data.tokenizers import tokenizer_ref
+
+        ref = tokenizer_ref(tokenizer_setting(tokenizer.model_dump(exclude_none=True)), run.spec_dir)  # type: ignore[arg-type]
+        if ref.path is not None and not ref.path.is_file():
+            return None
+        try:
+            needed, what = _id_count(ref.kind, ref.path), f"tokenizer {ref.path or ref.kind}"
+        except UserError as error:
+            return f"data.source.tokenizer: {error}"
+    layout = token_layout(run.dims)
+    if needed <= layout.content_limit:
+        return None
+    sentinels = f" plus {layout.sentinels} T5 sentinels" if layout.sentinels else ""
+    return (f"data.source.tokenizer: {what} needs {needed} token ids{sentinels}, but the model's vocab_size is "
+            f"{run.dims.vocab_size}; raise model vocab_size to at least {needed + layout.sentinels}")
+
+
+@lru_cache(maxsize=16)
+def _id_count(kind: str, path: Path | None) -> int:
+    """The tokenizer's id count, loaded once per model file (a sweep's runs share one)."""
+    from engine.data.tokenizers import TokenizerRef
+
+    return TokenizerRef(kind, path).load().id_count  # type: ignore[arg-type]
+
+
+def exhaustion_problem(run: RunPlan) -> str | None:
+    """Why the run would run out of data it may not repeat, or None."""
+    if run.spec.data.on_exhausted != "refuse":
+        return None
+    budget = data_budget(run)
+    if budget is None or budget.needed <= budget.available:
+        return None
+    return f"data.steps: {budget.describe()}; lower data.steps or add data (or set data.on_exhausted: warn)"
 
 
 def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
@@ -132,46 +188,6 @@ def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
         f"{head} within a factor {REACH_FACTOR:g}: in steps of width_multiple {multiple}, d_model "
         f"{dims.d_model} has {achieved} and d_model {other_width} has {other}; lower width_multiple"
     )
-
-
-def tokenizer_id_count(spec: ExperimentSpec, spec_dir: Path) -> int | None:
-    """How many token ids the spec's tokenizer emits (engine.data.tokenizers: id_count), or None
-    when that is unknown without the data (no tokenizer, or a SentencePiece model file that is
-    missing here or cannot be read without the optional package)."""
-    from engine.data.tokenizers import ByteTokenizer, SentencePieceTokenizer
-
-    source = spec.data.source
-    if not isinstance(source, TextFiles):
-        return None
-    if isinstance(source.tokenizer, BytesTokenizer):
-        return ByteTokenizer.id_count
-    model_path = spec_dir / source.tokenizer.model
-    if not model_path.is_file():
-        return None  # validation does not require data files (CI machines lack them)
-    try:
-        return SentencePieceTokenizer(model_path).id_count
-    except UserError:
-        return None  # no sentencepiece package, or not a model: training says so with its fix
-
-
-def vocab_problem(spec: ExperimentSpec, dims: ModelDims, spec_dir: Path, cache: dict[str, int | None]) -> str | None:
-    """Why the model's vocab_size cannot hold the tokenizer's ids (plus T5's sentinels), or None."""
-    if dims.family not in ("t5", "decoder") or not isinstance(spec.data.source, TextFiles):
-        return None
-    tokenizer = spec.data.source.tokenizer
-    key = tokenizer.model_dump_json()
-    if key not in cache:
-        cache[key] = tokenizer_id_count(spec, spec_dir)
-    needed = cache[key]
-    if needed is None:
-        return None
-    from engine.data.layouts import token_layout
-
-    try:
-        token_layout(dims).check_content_fits(needed, f"tokenizer {tokenizer.kind}")
-    except UserError as error:
-        return f"model.base.vocab_size: {error}"
-    return None
 
 
 # --- the analysis: holdout and enough runs to fit ------------------------------------------------

@@ -31,7 +31,7 @@ from engine.planning import costs, sizing
 from engine.errors import UserError
 from engine.results import STATUS_FILE
 from engine.planning.sizing import ModelDims
-from spec.data import DataSpec, ImageArrays, SentencepieceTokenizer, TextFiles
+from spec.data import DataSpec, ImageArrays, ImageRecords, TextFiles
 from spec.experiment import ExperimentSpec
 from spec.init import CheckpointSource, PretrainedInit, RunSource
 from spec.loading import Experiment, load_experiment
@@ -248,14 +248,11 @@ def schedule_problem(sparsity: SparsitySpec, steps: int) -> str | None:
 
 def source_settings(data: DataSpec) -> dict[str, Any]:
     """The `settings` mapping engine.data.build_source takes for this data section (its `kind`
-    and `seed` are passed separately): the source's fields, the tokenizer as build_source spells
-    it ("bytes" or the SentencePiece model path), and for file sources the exhaustion policy."""
+    and `seed` are passed separately): the source's fields (the tokenizer as its spec mapping,
+    which build_source reads) and for file sources the exhaustion policy."""
     source = data.source
-    settings = source.model_dump(exclude={"kind", "seed", "tokenizer"})
-    if isinstance(source, TextFiles):
-        tokenizer = source.tokenizer
-        settings["tokenizer"] = tokenizer.model if isinstance(tokenizer, SentencepieceTokenizer) else "bytes"
-    if isinstance(source, (TextFiles, ImageArrays)):
+    settings = source.model_dump(exclude={"kind", "seed"}, exclude_none=True)
+    if isinstance(source, (TextFiles, ImageArrays, ImageRecords)):
         settings["on_exhausted"] = data.on_exhausted
     return settings
 

@@ -13,8 +13,6 @@ devices resumes on 1); another engine version alone is a note, not a refusal.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -23,16 +21,12 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from engine.planning.plan import RunPlan
-from spec.data import ImageArrays, SentencepieceTokenizer, TextFiles
 
 RECORD_FILE = "spec.yaml"
 # The spec sections that decide what a run computes, as engine/planning/plan.py run_id hashes them; the
 # rest (name, sweep, analysis, run policy, parallelism) changes where or how fast, not what.
 TRAINING_SECTIONS = ("model", "sparsity", "init", "optimizer", "data", "seed")
 PACKAGE = "sparse-scaling-engine"
-
-_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
 
 def engine_version() -> str:
     try:
@@ -41,31 +35,13 @@ def engine_version() -> str:
         return "unknown"
 
 
-def file_sha256(path: Path) -> str:
-    info = path.stat()
-    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
-    if key not in _digests:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _digests[key] = digest.hexdigest()
-    return _digests[key]
-
-
 def data_files(run: RunPlan) -> dict[str, str]:
     """Every file the run's data section reads (data paths expanded, a SentencePiece model),
     named relative to the spec's directory as the spec writes them, with its sha256. Empty for
-    built-in synthetic data."""
-    from engine.data.files import resolve_paths
+    built-in synthetic data. Digests are memoised in the data cache (engine/data/provenance.py)."""
+    from engine.data.provenance import data_file_digests
 
-    source = run.spec.data.source
-    files: list[Path] = []
-    if isinstance(source, (TextFiles, ImageArrays)):
-        files += resolve_paths(source.paths, run.spec_dir)
-    if isinstance(source, TextFiles) and isinstance(source.tokenizer, SentencepieceTokenizer):
-        files.append(run.spec_dir / source.tokenizer.model)
-    return {os.path.relpath(file, run.spec_dir): file_sha256(file) for file in files}
+    return data_file_digests(run.spec.data.source, run.spec_dir)
 
 
 def run_record(run: RunPlan) -> dict[str, Any]:

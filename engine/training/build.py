@@ -5,6 +5,7 @@ Each spec section is built by one small function; nothing here trains or touches
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -14,6 +15,7 @@ import optax
 
 from engine import models
 from engine.data import DataSource, build_source
+from engine.data.base import step_batches
 from engine.models import Batch
 from engine.errors import UserError
 from engine.training.optim import (
@@ -140,8 +142,13 @@ class ContinuedData:
         self.available_examples = inner.available_examples
         self.fingerprint = inner.fingerprint
 
+        self.process_local = getattr(inner, "process_local", False)
+
     def batch(self, step: int) -> Batch:
         return self.inner.batch(self.offset + step)
+
+    def batches(self, start: int, stop: int) -> Iterator[Batch]:
+        return step_batches(self.inner, self.offset + start, self.offset + stop)
 
     def eval_batches(self) -> list[Batch]:
         return self.inner.eval_batches()
@@ -203,7 +210,8 @@ def build_setup(run: RunPlan) -> RunSetup:
         raise UserError(f"{where}: {error}") from error
     source = run.spec.data.source
     data = build_source(source.kind, source_settings(run.spec.data), dims, run.batch_size,
-                        source.seed, run.spec_dir, run.data_offset + run.steps)
+                        source.seed, run.spec_dir, run.data_offset + run.steps,
+                        process=(jax.process_index(), jax.process_count()))
     if run.data_offset:
         data = ContinuedData(data, run.data_offset)
     policy = run.spec.run

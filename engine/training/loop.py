@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.training.checkpoint import CheckpointStore
 from engine.data import DataSource
+from engine.data.base import step_batches
 from engine.models import Batch, Params, init_params
 from engine.training.parallel import (
     Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
@@ -299,6 +300,9 @@ def train_run(
         if logs is not None:
             logs.flush()  # what TensorBoard shows keeps up with the checkpoints
 
+    # Sources of the prepared cache read the next batches while a step computes.
+    batches = step_batches(setup.data, start, setup.steps)
+    local = getattr(setup.data, "process_local", False)  # this process's rows only
     # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
     # compete with XLA's threads for the same cores; batches are bit-identical either way.
     failed = True  # until the run has trained to its end
@@ -309,7 +313,7 @@ def train_run(
             pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, setup.steps):
-                state, loss = step_fn(state, step_batch(setup.data.batch(step), layout), schedules)
+                state, loss = step_fn(state, step_batch(next(batches), layout, local), schedules)
                 pending.append((step + 1, loss))
                 window_steps += 1
                 done = step + 1
@@ -345,6 +349,9 @@ def train_run(
             store.wait()
             failed = not math.isfinite(final_loss)
         finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # a run that stops early stops its prefetch thread
             store.close()
             if logs is not None:
                 logs.close(failed)
