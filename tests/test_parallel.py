@@ -17,18 +17,18 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
+from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
 
 from engine.errors import UserError
-from engine.training.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning
+from engine.training.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
 from spec.loading import check_file
 from spec.parallelism import MeshSpec, ParallelismSpec
-from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
 
 WORKER = Path(__file__).parent / "parallel_worker.py"
 FSDP_RULES = 'parallelism.rules=[{pattern: ".*kernel", spec: [fsdp]}]'
@@ -178,10 +178,11 @@ def test_4_devices_same_losses_and_checkpoints_move_between_device_counts(refere
     assert _losses(resumed_on_1) == pytest.approx(expected, rel=FLOAT32_RTOL)
     # inspection reads the 4-device checkpoint's parameters onto this one device, exactly as a
     # full restore of the state with the model's target does
-    from engine.training.build import build_setup
-    from engine.planning.plan import plan_experiment
-    from engine.training.checkpoint import read_params
     from helpers import final_params
+
+    from engine.planning.plan import plan_experiment
+    from engine.training.build import build_setup
+    from engine.training.checkpoint import read_params
 
     inspected = read_params(tmp_path / "sharded" / "checkpoints" / "16")
     _, restored = final_params(tmp_path / "sharded", build_setup(plan_experiment(SPEC, [])[0]))

@@ -9,18 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import final_params
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 from engine import models
 from engine.data import build_source
-from engine.training.optim import adafactor, constant_lr
+from engine.planning.plan import RunPlan, plan_experiment
 from engine.planning.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.sparsity.pruning import with_final_keep
 from engine.training.build import build_setup
-from engine.planning.plan import RunPlan, plan_experiment
 from engine.training.loop import RunDiverged, RunSetup, forget_programs, programs_for, train_run
-from helpers import final_params
-from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
+from engine.training.optim import adafactor, constant_lr
 
 TINY = {
     "vit": ModelDims("vit", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from engine.planning.dependencies import dependencies_of
 from engine.planning.plan import RunPlan, plan_experiment, totals

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.errors import UserError
 from engine.fit.law import LawCoefficients, predict_loss
 from engine.fit.result import FittedRanges, load_coefficients
 from engine.fit.sopt import optimal_sparsity
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

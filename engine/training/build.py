@@ -14,25 +14,42 @@ import optax
 
 from engine import models
 from engine.data import DataSource, build_source
-from engine.models import Batch
 from engine.errors import UserError
-from engine.training.optim import (
-    LearningRateSchedule, adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr,
-    warmup_constant_cooldown_lr,
-)
-from engine.training.parallel import build_layout
+from engine.models import Batch
 from engine.planning.plan import RunPlan, gmp_steps, schedule_problem, source_settings
-from engine.training.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
-    NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
-    masked_pruning, sparsified_tree,
+    NM,
+    DenseSchedule,
+    GradualSchedule,
+    OneShotSchedule,
+    Pattern,
+    Schedule,
+    Unstructured,
+    masked_pruning,
+    sparsified_tree,
 )
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
 from engine.training.loop import RunSetup
+from engine.training.optim import (
+    LearningRateSchedule,
+    adafactor,
+    adamw,
+    constant_lr,
+    cosine_lr,
+    rsqrt_lr,
+    warmup_constant_cooldown_lr,
+)
+from engine.training.parallel import build_layout
+from engine.training.pretrained import check_source
+from engine.training.pretrained import load_params as load_source_params
 from engine.training.run_log import RunLogging, WandbTarget, require_wandb
 from spec.optimizer import (
-    AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
+    AdafactorOptimizer,
+    ConstantRate,
+    CosineRate,
+    OptimizerSpec,
+    RsqrtRate,
     WarmupConstantCooldownRate,
 )
 from spec.sparsity import GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec

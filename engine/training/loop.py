@@ -23,17 +23,22 @@ import numpy as np
 import optax
 from threadpoolctl import threadpool_limits
 
-from engine.training.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.models import Batch, Params, init_params
-from engine.training.parallel import (
-    Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
-    step_batch, with_shardings,
-)
-from engine.results import write_status
-from engine.training.run_log import RunLogging, RunLogs
 from engine.planning.sizing import ModelDims
-
+from engine.results import write_status
+from engine.training.checkpoint import CheckpointStore
+from engine.training.parallel import (
+    Layout,
+    is_primary_process,
+    replicate,
+    shard_batch,
+    single_device_layout,
+    state_shardings,
+    step_batch,
+    with_shardings,
+)
+from engine.training.run_log import RunLogging, RunLogs
 
 PyTree = Any
 # The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
