@@ -177,7 +177,8 @@ class AnalysisSpec(SpecModel):
         default=None, description="IsoFLOP analysis per budget and sparsity (needs runs sharing budgets); null to skip."
     )
     design: DesignSettings | None = Field(
-        default=None, description="An adaptive study (fit -> suggest -> train rounds over the sweep's grid); null: train the whole grid."
+        default=None,
+        description="An adaptive study (fit -> suggest -> train rounds over the sweep's grid); null: train the whole grid.",
     )
     nm_refit: NmRefitSettings | None = Field(
         default=None,

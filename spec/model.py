@@ -50,7 +50,8 @@ class T5Base(SpecModel):
     num_heads: PositiveInt | None = Field(default=None, description=_HEADS)
     mlp_ratio: float | None = Field(default=None, gt=0, description=_MLP_RATIO)
     vocab_size: PositiveInt | None = Field(default=None, description="Vocabulary size of the token embedding and LM head.")
-    seq_len: PositiveInt | None = Field(default=None, description="Encoder input length in tokens; D counts seq_len tokens per example.")
+    seq_len: PositiveInt | None = Field(
+        default=None, description="Encoder input length in tokens; D counts seq_len tokens per example.")
     target_len: PositiveInt | None = Field(default=None, description="Decoder target length in tokens (span-corruption targets).")
     relative_buckets: PositiveInt | None = Field(default=None, description="Relative position buckets of the attention bias.")
 
@@ -62,7 +63,8 @@ class DecoderBase(SpecModel):
     num_heads: PositiveInt | None = Field(default=None, description=_HEADS)
     mlp_ratio: float | None = Field(default=None, gt=0, description=_MLP_RATIO)
     vocab_size: PositiveInt | None = Field(default=None, description="Vocabulary size of the token embedding and LM head.")
-    seq_len: PositiveInt | None = Field(default=None, description="Context length in tokens; D counts seq_len tokens per example.")
+    seq_len: PositiveInt | None = Field(
+        default=None, description="Context length in tokens; D counts seq_len tokens per example.")
 
 
 # The paper's bases (appendix A). Their width (768 for both) is not part of the base: the width is

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -21,7 +21,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from spec.issues import Issue, Origin, SpecError
 
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 _CORE = "tag:yaml.org,2002:"
 
 

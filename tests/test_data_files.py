@@ -47,7 +47,7 @@ def test_stdlib_text_for_t5_and_disjoint_eval(corpus: Path) -> None:
     assert batch["inputs"].shape == (16, 64) and batch["targets"].shape == (16, 16)
     evals = source.eval_batches()
     assert evals and all(b["inputs"].shape == (64, 64) for b in evals)
-    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(evals, text(corpus, T5).eval_batches()))
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(evals, text(corpus, T5).eval_batches(), strict=True))
     eval_ids = set(source._eval_indices.tolist())
     train_ids = {int(i) for step in range(source.available_examples // 16) for i in source._order.indices(step)}
     assert not eval_ids & train_ids

@@ -234,7 +234,7 @@ def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dic
     # training itself went through on both: process 0's metrics match one device's losses
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert _losses({"metrics": metrics}) == pytest.approx(_losses(reference["straight"]), rel=FLOAT32_RTOL)
-    for process, (_, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
     assert [r["process"] for r in results] == [0, 1] and all(r["devices"] == 4 for r in results)
@@ -257,7 +257,7 @@ def test_two_processes_run_a_sweep_through_engine_run(reference: dict, tmp_path:
         for rank in range(2)
     ]
     outputs = _wait_all(processes, timeout=600)
-    for process, (_, stderr) in zip(processes, outputs):
+    for process in processes:
         assert process.returncode == 0, '\n=====\n'.join(e[-2500:] for _, e in outputs)
     rows = [json.loads(line) for line in (out / "tiny_sharded" / "results.jsonl").read_text().splitlines()]
     assert sorted(row["coordinates"]["seed"] for row in rows) == [0, 1]  # each run once

@@ -66,7 +66,7 @@ def test_compiled_init_draws_exactly_the_parameters_of_init_params(family: str, 
     compiled = programs_for(setup).init(np.int32(7), setup.schedules).params
     plain = models.init_params(setup.dims, jax.random.key(7))
     assert jax.tree.structure(compiled) == jax.tree.structure(plain)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(plain)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(plain), strict=True))
 
 
 def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_runs_of_one_shape_share_programs_but_train_with_their_own_numbers(tmp_p
     forget_programs()
     setups = [build_setup(run) for run in runs]
     assert programs_for(setups[0]) is programs_for(setups[1])
-    shared = [train_run(setup, run.run_dir).final_eval_loss for setup, run in zip(setups, runs)]
+    shared = [train_run(setup, run.run_dir).final_eval_loss for setup, run in zip(setups, runs, strict=True)]
     alone = []
     for run in _one_shape_runs(tmp_path / "alone")[::3]:
         forget_programs()

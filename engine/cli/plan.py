@@ -100,7 +100,7 @@ def render_table(plans: Sequence[RunPlan]) -> str:
         for plan in plans
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     total = totals(plans)
     states = ", ".join(f"{total[state]} {state}" for state in ("new", "partial", "done", "failed") if total[state])
     lines.append(

@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="FIT is a fit.json or a JSON/YAML file with a_S, b_S, c_S, b_N, a_D, b_D, c in paper units.",
     )
     parser.add_argument("fit", type=Path, help="fit.json, or JSON/YAML with the seven coefficients")
-    parser.add_argument("--at", action="append", default=[], metavar="S,N,D", help="loss at sparsity S, non-zeros N, data D (repeatable)")
-    parser.add_argument("--sopt", action="append", default=[], metavar="N,C", help="optimal sparsity at non-zeros N, compute C FLOPs (repeatable)")
+    parser.add_argument("--at", action="append", default=[], metavar="S,N,D",
+                        help="loss at sparsity S, non-zeros N, data D (repeatable)")
+    parser.add_argument("--sopt", action="append", default=[], metavar="N,C",
+                        help="optimal sparsity at non-zeros N, compute C FLOPs (repeatable)")
     parser.add_argument("--flops-per-param", type=float, default=6.0, help="k in C = k N D c_mul (6; 3 for encoder-decoder)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
