@@ -9,7 +9,7 @@ engine/planning/plan.py's job.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -109,6 +109,8 @@ class _SizedModel(SpecModel):
     )
     d_model: int | None = Field(default=None, gt=0, le=MAX_D_MODEL, description=_D_MODEL_DOC, examples=[768])
     width_multiple: int = Field(default=1, gt=0, le=MAX_D_MODEL, description=_WIDTH_MULTIPLE_DOC, examples=[8, 128])
+    if TYPE_CHECKING:  # each family declares its own `base` field (VitBase, T5Base, DecoderBase)
+        base: SpecModel
 
     @model_validator(mode="after")
     def _size_and_base_complete(self) -> _SizedModel:

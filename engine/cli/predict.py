@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,12 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.at and not args.sopt:
         raise UserError("nothing to predict: give --at S,N,D and/or --sopt N,C", exit_code=2)
     samples = [LawCoefficients.from_array(row) for row in loaded.samples] if loaded.samples is not None else None
-    out: dict[str, list[dict[str, object]]] = {"at": [], "sopt": []}
+    out: dict[str, list[dict[str, Any]]] = {"at": [], "sopt": []}
     for text in args.at:
         s, n, d = _numbers(text, 3, "--at")
         if not 0 <= s < 1 or n <= 0 or d <= 0:
             raise UserError(f"--at {text!r}: need 0 <= S < 1, N > 0, D > 0", exit_code=2)
-        entry: dict[str, object] = {"sparsity": s, "nonzeros": n, "data": d,
+        entry: dict[str, Any] = {"sparsity": s, "nonzeros": n, "data": d,
                                     "loss": float(predict_loss(loaded.coefficients, s, n, d)),
                                     # coordinates outside the fitted ranges; null when they are unknown
                                     "extrapolated": None if ranges is None else ranges.outside(s, n, d)}
