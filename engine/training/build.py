@@ -13,9 +13,8 @@ import jax
 import optax
 
 from engine import models
-from engine.data import DataSource, build_source
+from engine.data import Batch, DataSource, build_source
 from engine.errors import UserError
-from engine.models import Batch
 from engine.planning.plan import RunPlan, gmp_steps, schedule_problem, source_settings
 from engine.sparsity import (
     NM,
@@ -59,16 +58,18 @@ def build_schedule(sparsity: SparsitySpec, steps: int, where: str) -> Schedule:
     """The pruning schedule in steps. GMP's fractions become steps; the mask update that reaches
     the final level (the first interval multiple at or after `end`) must fall inside the run, or
     the run would end short of its sparsity."""
-    schedule = sparsity.schedule
-    if sparsity.level == 0:
+    schedule, level = sparsity.schedule, sparsity.level
+    if level is None:  # validation fills it in (an n:m pattern's 1 - n/m) or refuses the spec
+        raise ValueError(f"{where}: sparsity.level is unset in a validated spec")
+    if level == 0:
         return DenseSchedule()  # nothing to prune, whatever the schedule: no masks to carry
     if isinstance(schedule, GmpSchedule):
         problem = schedule_problem(sparsity, steps)
         if problem:
             raise UserError(f"{where}: {problem}")
-        return GradualSchedule(sparsity.level, *gmp_steps(schedule, steps), schedule.interval)
+        return GradualSchedule(level, *gmp_steps(schedule, steps), schedule.interval)
     if isinstance(schedule, OneshotSchedule):
-        return OneShotSchedule(sparsity.level, round(schedule.at * steps))
+        return OneShotSchedule(level, round(schedule.at * steps))
     return DenseSchedule()
 
 
