@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bench.bench_train import DonatingStepper, T5_SPEC, VIT_SPEC, device_batch, engine_step_fn, plan_one
+from bench.bench_train import T5_SPEC, VIT_SPEC, DonatingStepper, device_batch, engine_step_fn, plan_one
 from bench.timing import interleaved_medians
 from engine.data.base import step_batches
 from engine.training.build import build_setup

@@ -71,7 +71,7 @@ class OptimalSparsitySettings(SpecModel):
     """Contours of the optimal sparsity S_opt(N, C) (eq. 5/6), for dense and/or sparse costs."""
 
     costs: list[Literal["dense", "sparse"]] = Field(
-        default_factory=lambda: ["dense", "sparse"],
+        default_factory=lambda: list[Literal["dense", "sparse"]](["dense", "sparse"]),
         min_length=1,
         description="Training-cost conventions: dense (C of the dense base model) and sparse (eq. 4).",
     )
@@ -155,7 +155,7 @@ class ReportSettings(SpecModel):
     """What the report writes."""
 
     formats: list[Literal["markdown", "html"]] = Field(
-        default_factory=lambda: ["markdown", "html"], min_length=1,
+        default_factory=lambda: list[Literal["markdown", "html"]](["markdown", "html"]), min_length=1,
         description="Report formats written: markdown (index.md, figures/*.png), html (index.html, self-contained).",
     )
 
@@ -177,7 +177,8 @@ class AnalysisSpec(SpecModel):
         default=None, description="IsoFLOP analysis per budget and sparsity (needs runs sharing budgets); null to skip."
     )
     design: DesignSettings | None = Field(
-        default=None, description="An adaptive study (fit -> suggest -> train rounds over the sweep's grid); null: train the whole grid."
+        default=None,
+        description="An adaptive study (fit -> suggest -> train rounds over the sweep's grid); null: train the whole grid.",
     )
     nm_refit: NmRefitSettings | None = Field(
         default=None,

@@ -49,7 +49,10 @@ class SyntheticImages(SpecModel):
         default=1.0, ge=0, description="Teacher readout weights decay as unit_index^-feature_decay (a tail of weak features)."
     )
     label_temperature: float = Field(
-        default=0.3, gt=0, description="Standardised teacher logits are divided by this; lower gives sharper labels, a lower floor."
+        default=0.3, gt=0, description=(
+            "Standardised teacher logits are divided by this; lower gives sharper labels, a lower "
+            "floor."
+        )
     )
     patterns: int = Field(default=64, gt=0, description="Size of the fixed bank of smooth random patterns.")
     active_patterns: int = Field(default=4, gt=0, description="Patterns mixed into each image.")
@@ -71,7 +74,9 @@ class SyntheticTokens(SpecModel):
 
     kind: Literal["synthetic_tokens"] = Field(description="Source type.")
     seed: int = Field(default=0, ge=0, description=_SEED)
-    symbols: int = Field(default=64, gt=0, description="Distinct content tokens; the model's vocab_size must hold them (+ specials).")
+    symbols: int = Field(default=64, gt=0, description=(
+        "Distinct content tokens; the model's vocab_size must hold them (+ specials)."
+    ))
     order: int = Field(default=2, gt=0, description="Markov order: how many previous tokens the next one depends on.")
     concentration: float = Field(
         default=2.0, gt=0, description="Dirichlet mass of each row around its backoff distribution; lower is sparser rows."
@@ -100,9 +105,16 @@ class SentencepieceTraining(SpecModel):
     """A SentencePiece model trained on this source's own files, once, and cached by content (a
     changed file trains a new one). It uses T5's id layout: pad 0, eos 1, unk 2."""
 
-    vocab_size: int = Field(gt=3, description="Pieces of the trained model (PAD, EOS and UNK included); the model's vocab_size must hold them (+ T5 sentinels).", examples=[8000])
-    model_type: Literal["unigram", "bpe", "char", "word"] = Field(default="unigram", description="SentencePiece's training algorithm.")
-    sample_bytes: int = Field(default=100_000_000, gt=0, description="At most this much text is read for training, spread evenly over the files.")
+    vocab_size: int = Field(gt=3, description=(
+        "Pieces of the trained model (PAD, EOS and UNK included); the model's vocab_size must hold "
+        "them (+ T5 sentinels)."
+    ), examples=[8000])
+    model_type: Literal["unigram", "bpe", "char", "word"] = Field(default="unigram", description=(
+        "SentencePiece's training algorithm."
+    ))
+    sample_bytes: int = Field(default=100_000_000, gt=0, description=(
+        "At most this much text is read for training, spread evenly over the files."
+    ))
 
 
 class SentencepieceTokenizer(SpecModel):
@@ -149,14 +161,18 @@ class TextFiles(SpecModel):
             "parquet: a string column; array_record: each record one UTF-8 document."
         ),
     )
-    text_field: str = Field(default="text", min_length=1, description="The JSON field (jsonl) or column (parquet) holding a document's text.")
+    text_field: str = Field(default="text", min_length=1, description=(
+        "The JSON field (jsonl) or column (parquet) holding a document's text."
+    ))
     tokenizer: Tokenizer = Field(
         description="How text becomes token ids: {kind: bytes}, {kind: sentencepiece, model: path}, "
         "{kind: sentencepiece, train: {vocab_size: n}} or {kind: huggingface, file: path}."
     )
     eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
     eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
-    max_eval_examples: int = Field(default=2048, gt=0, description="The validation set holds at most this many examples, however large the corpus.")
+    max_eval_examples: int = Field(default=2048, gt=0, description=(
+        "The validation set holds at most this many examples, however large the corpus."
+    ))
 
 
 class ImageArrays(SpecModel):
@@ -180,11 +196,18 @@ class ImageRecords(SpecModel):
     kind: Literal["image_records"] = Field(description="Source type.")
     seed: int = Field(default=0, ge=0, description=_FILE_SEED)
     paths: list[str] = Field(min_length=1, description=f"Parquet files, directories or glob patterns. {_NOT_CHECKED}")
-    image_field: str = Field(default="image", min_length=1, description="Column of encoded image bytes (binary, or a struct with a `bytes` field as Hugging Face datasets write it).")
-    label_field: str = Field(default="label", min_length=1, description="Column of labels: a class id, or a list of class ids (multi-hot).")
+    image_field: str = Field(default="image", min_length=1, description=(
+        "Column of encoded image bytes (binary, or a struct with a `bytes` field as Hugging Face "
+        "datasets write it)."
+    ))
+    label_field: str = Field(default="label", min_length=1, description=(
+        "Column of labels: a class id, or a list of class ids (multi-hot)."
+    ))
     eval_fraction: float = Field(default=0.05, gt=0, lt=1, description=_EVAL_FRACTION)
     eval_batch_size: int = Field(default=64, gt=0, description=_EVAL_BATCH)
-    max_eval_examples: int = Field(default=2048, gt=0, description="The validation set holds at most this many examples, however large the set.")
+    max_eval_examples: int = Field(default=2048, gt=0, description=(
+        "The validation set holds at most this many examples, however large the set."
+    ))
 
 
 DataSource = Annotated[

@@ -33,7 +33,8 @@ class ExperimentSpec(SpecModel):
             "whole mapping), lists and scalars are replaced, and a `sweep` here replaces the base's."
         ),
     )
-    seed: int = Field(default=0, ge=0, description="Seed of parameter initialisation; the data order is the data source's own seed.")
+    seed: int = Field(default=0, ge=0,
+                      description="Seed of parameter initialisation; the data order is the data source's own seed.")
     model: ModelSpec = Field(description="Model family, base shape and size.")
     sparsity: SparsitySpec = Field(description="Sparsity level, pattern, targets and schedule.")
     init: InitSpec = Field(

@@ -80,5 +80,6 @@ class SpecError(Exception):
     """A spec that cannot be used; carries every problem found, in file order."""
 
     def __init__(self, issues: list[Issue]) -> None:
-        self.issues = sorted(set(issues), key=lambda issue: (issue.origin.file, issue.origin.line, issue.origin.col, issue.message))
+        self.issues = sorted(set(issues),
+                             key=lambda issue: (issue.origin.file, issue.origin.line, issue.origin.col, issue.message))
         super().__init__("\n".join(str(issue) for issue in self.issues))

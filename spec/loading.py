@@ -12,9 +12,10 @@ checked for syntax, unknown keys and wrong types, but may leave out anything (se
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 

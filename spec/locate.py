@@ -8,7 +8,8 @@ tags, gives the data path, and the located tree gives its origin.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 

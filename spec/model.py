@@ -9,7 +9,7 @@ engine/planning/plan.py's job.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,7 +50,8 @@ class T5Base(SpecModel):
     num_heads: PositiveInt | None = Field(default=None, description=_HEADS)
     mlp_ratio: float | None = Field(default=None, gt=0, description=_MLP_RATIO)
     vocab_size: PositiveInt | None = Field(default=None, description="Vocabulary size of the token embedding and LM head.")
-    seq_len: PositiveInt | None = Field(default=None, description="Encoder input length in tokens; D counts seq_len tokens per example.")
+    seq_len: PositiveInt | None = Field(
+        default=None, description="Encoder input length in tokens; D counts seq_len tokens per example.")
     target_len: PositiveInt | None = Field(default=None, description="Decoder target length in tokens (span-corruption targets).")
     relative_buckets: PositiveInt | None = Field(default=None, description="Relative position buckets of the attention bias.")
 
@@ -62,7 +63,8 @@ class DecoderBase(SpecModel):
     num_heads: PositiveInt | None = Field(default=None, description=_HEADS)
     mlp_ratio: float | None = Field(default=None, gt=0, description=_MLP_RATIO)
     vocab_size: PositiveInt | None = Field(default=None, description="Vocabulary size of the token embedding and LM head.")
-    seq_len: PositiveInt | None = Field(default=None, description="Context length in tokens; D counts seq_len tokens per example.")
+    seq_len: PositiveInt | None = Field(
+        default=None, description="Context length in tokens; D counts seq_len tokens per example.")
 
 
 # The paper's bases (appendix A). Their width (768 for both) is not part of the base: the width is
@@ -107,6 +109,8 @@ class _SizedModel(SpecModel):
     )
     d_model: int | None = Field(default=None, gt=0, le=MAX_D_MODEL, description=_D_MODEL_DOC, examples=[768])
     width_multiple: int = Field(default=1, gt=0, le=MAX_D_MODEL, description=_WIDTH_MULTIPLE_DOC, examples=[8, 128])
+    if TYPE_CHECKING:  # each family declares its own `base` field (VitBase, T5Base, DecoderBase)
+        base: SpecModel
 
     @model_validator(mode="after")
     def _size_and_base_complete(self) -> _SizedModel:

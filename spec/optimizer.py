@@ -31,7 +31,8 @@ class RsqrtRate(SpecModel):
     kind: Literal["rsqrt"] = Field(description="Schedule type.")
     peak: float = Field(gt=0, description="Rate at step warmup_steps.")
     warmup_steps: int = Field(gt=0, description="Steps before the 1/sqrt(t) decay begins (its timescale).")
-    linear_warmup: bool = Field(default=False, description="Ramp linearly from 0 to the peak during warmup instead of holding it.")
+    linear_warmup: bool = Field(default=False,
+                                description="Ramp linearly from 0 to the peak during warmup instead of holding it.")
 
 
 class CosineRate(SpecModel):

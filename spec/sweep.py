@@ -56,7 +56,7 @@ class SweepSpec(SpecModel):
     def point_indices(self) -> list[dict[str, int]]:
         """Each point as axis path -> index into that axis's list, in expansion order."""
         grid = [range(len(values)) for values in self.grid.values()]
-        grid_rows = [dict(zip(self.grid, indices)) for indices in itertools.product(*grid)]
+        grid_rows = [dict(zip(self.grid, indices, strict=True)) for indices in itertools.product(*grid)]
         rows = len(next(iter(self.zip.values()))) if self.zip else 1
         zip_rows = [dict.fromkeys(self.zip, row) for row in range(rows)]
         return [grid_row | zip_row for grid_row in grid_rows for zip_row in zip_rows]

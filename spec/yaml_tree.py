@@ -10,8 +10,9 @@ error messages, also after `extends` merges, overrides and sweep points move nod
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -20,7 +21,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from spec.issues import Issue, Origin, SpecError
 
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 _CORE = "tag:yaml.org,2002:"
 
 
@@ -64,6 +65,7 @@ class _Builder:
                 return self._mapping(node)
             if isinstance(node, SequenceNode):
                 return Located([self.build(item) for item in node.value], self.origin(node))
+            assert isinstance(node, ScalarNode), node  # a composed node is a mapping, a sequence or a scalar
             return Located(self._scalar(node), self.origin(node))
         finally:
             self._active.discard(id(node))
@@ -90,6 +92,9 @@ class _Builder:
 
     def _scalar(self, node: ScalarNode) -> Scalar:
         text, tag = node.value, node.tag
+        if tag is None:  # the composer resolves every node's tag; refused like an unknown tag all the same
+            self.issues.append(Issue(self.origin(node), _tag_refusal(tag)))
+            return None
         try:
             if tag == _CORE + "str" or tag == _CORE + "timestamp":  # dates stay text
                 return text
@@ -108,8 +113,11 @@ class _Builder:
         return None
 
 
-def _tag_refusal(tag: str) -> str:
-    shown = "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+def _tag_refusal(tag: str | None) -> str:
+    if tag is None:
+        shown = "(none)"
+    else:
+        shown = "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
     return f"unsupported YAML tag {shown}; only plain values are allowed (nothing is constructed from tags)"
 
 

@@ -20,8 +20,8 @@ SPEC = Path(__file__).parent / "fixtures" / "parallel" / "tiny_run.yaml"
 def train(run_dir: Path, overrides: list[str]) -> dict:
     import jax
 
-    from engine.training.build import build_setup
     from engine.planning.plan import plan_experiment
+    from engine.training.build import build_setup
     from engine.training.loop import train_run
 
     [run] = plan_experiment(SPEC, overrides)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
-
-from engine.training.build import build_schedule
 from helpers import build_inner_optimizer
+
 from engine.errors import UserError
 from engine.planning.plan import plan_experiment
 from engine.sparsity import DenseSchedule, GradualSchedule
+from engine.training.build import build_schedule
 from spec.sparsity import GmpSchedule, SparsitySpec
 
 TINY_NM = Path(__file__).parent / "fixtures" / "run" / "tiny_nm.yaml"

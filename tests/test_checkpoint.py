@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import abstract_like
 
 from engine.training.checkpoint import MANIFEST, CheckpointStore, verify_manifest
-from helpers import abstract_like
 
 
 def _state(seed: int) -> dict:

@@ -47,7 +47,7 @@ def test_stdlib_text_for_t5_and_disjoint_eval(corpus: Path) -> None:
     assert batch["inputs"].shape == (16, 64) and batch["targets"].shape == (16, 16)
     evals = source.eval_batches()
     assert evals and all(b["inputs"].shape == (64, 64) for b in evals)
-    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(evals, text(corpus, T5).eval_batches()))
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(evals, text(corpus, T5).eval_batches(), strict=True))
     order = source.order  # the keyed split and shuffle (engine/data/shuffle.py)
     eval_ids = {order.eval_example(i) for i in range(order.eval_examples)}
     train_ids = {order.train_example(g) for g in range(source.available_examples // 16 * 16)}

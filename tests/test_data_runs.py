@@ -76,7 +76,7 @@ def test_validate_plan_names_the_line_of_a_run_that_would_exhaust_its_data(
     assert main(["validate", "--plan", str(spec)]) == 1
     err = capsys.readouterr()
     lines = text.splitlines()
-    line = next(i for i, l in enumerate(lines, start=1) if "100000" in l)
+    line = next(i for i, text in enumerate(lines, start=1) if "100000" in text)
     assert f"{spec}:{line}:" in err.out + err.err
     assert "estimated from file sizes" in err.out + err.err
     main(["data", "prepare", str(spec)])
@@ -150,7 +150,8 @@ def test_vit_trains_from_records_of_encoded_png_images(tmp_path: Path) -> None:
     spec = (Path(__file__).parent / "fixtures" / "run" / "tiny_vit.yaml").read_text().replace(
         "source: {kind: synthetic_images, seed: 0, eval_examples: 32, eval_batch_size: 16}",
         "source: {kind: image_records, paths: [images], eval_batch_size: 16}",
-    ).replace("model.nonzeros: [1000, 2000]", "model.nonzeros: [1000]").replace("sparsity.level: [0.0, 0.875]", "sparsity.level: [0.5]")
+    ).replace("model.nonzeros: [1000, 2000]", "model.nonzeros: [1000]").replace(
+        "sparsity.level: [0.0, 0.875]", "sparsity.level: [0.5]")
     (tmp_path / "spec.yaml").write_text(spec)
     assert main(["run", str(tmp_path / "spec.yaml"), "--set", f"run.output_dir={tmp_path / 'runs'}"]) == 0
 
@@ -160,7 +161,7 @@ def test_validate_plan_checks_the_vocabulary_against_the_tokenizer(tmp_path: Pat
     spec = _workspace(tmp_path, _sentencepiece_spec("t5", trained))
     assert main(["validate", "--plan", str(spec)]) == 1
     both = "".join(capsys.readouterr())
-    line = next(i for i, l in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in l)
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in text)
     assert f"{spec}:{line}:" in both and "needs 400 token ids plus" in both and "vocab_size is 320" in both
     spec.write_text(_sentencepiece_spec("decoder", "{kind: bytes}").replace("vocab_size: 320", "vocab_size: 200"))
     assert main(["validate", "--plan", str(spec)]) == 1
@@ -206,6 +207,6 @@ def test_tokenizer_specs_are_checked_at_their_line(tmp_path: Path, tokenizer: st
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.read_text().replace("tokenizer: {kind: bytes}", f"tokenizer: {tokenizer}"))
-    line = next(i for i, l in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in l)
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), start=1) if "tokenizer:" in text)
     [issue] = check_file(spec)
     assert issue.origin.line == line and message in issue.message, str(issue)

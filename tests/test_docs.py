@@ -74,7 +74,8 @@ def test_check_names_each_stale_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
 
 
-def test_schema_without_flags_writes_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_without_flags_writes_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     assert run_cli(["schema"], capsys)[0] == 0
     assert (tmp_path / "schemas" / "experiment.schema.json").read_text() == schema_text()

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.study.executors import merge_summaries, worker_jobs
-from engine.study.executors.worker import train_one
 from engine.planning.plan import plan_experiment
 from engine.results import sweep_rows
+from engine.study.executors import merge_summaries, worker_jobs
+from engine.study.executors.worker import train_one
 from engine.study.sweep import SweepSummary
 
 # submitit configures logging handlers on sys.stdout/stderr when first imported; under pytest's

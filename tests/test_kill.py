@@ -1,8 +1,8 @@
 """SIGKILL a real `engine run` again and again, then let it finish: the outcome equals an
 uninterrupted run's, bit for bit.
 
-Kills land on purpose (fast tier: 4, one in each kind of write) inside a checkpoint save, a checksum-manifest write, a status write and a
-results append (test-only hooks, engine/faults.py), and at random moments (the slow tier). After
+Kills land on purpose (fast tier: 4, one in each kind of write) inside a checkpoint save, a checksum-manifest write, a status
+write and a results append (test-only hooks, engine/faults.py), and at random moments (the slow tier). After
 the last, unhindered `engine run`: every results.jsonl line is whole JSON, each run id appears
 once with the baseline's row, final parameters and the metrics' losses equal the baseline's,
 every checkpoint left verifies and restores, and every run is done.

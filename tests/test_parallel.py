@@ -17,18 +17,18 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
+from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
 
 from engine.errors import UserError
-from engine.training.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning
+from engine.training.parallel import Layout, axis_sizes, build_layout, distributed_settings, state_shardings
 from spec.loading import check_file
 from spec.parallelism import MeshSpec, ParallelismSpec
-from parallel_worker import SPEC, train  # tests/ is on sys.path under pytest
 
 WORKER = Path(__file__).parent / "parallel_worker.py"
 FSDP_RULES = 'parallelism.rules=[{pattern: ".*kernel", spec: [fsdp]}]'
@@ -178,10 +178,11 @@ def test_4_devices_same_losses_and_checkpoints_move_between_device_counts(refere
     assert _losses(resumed_on_1) == pytest.approx(expected, rel=FLOAT32_RTOL)
     # inspection reads the 4-device checkpoint's parameters onto this one device, exactly as a
     # full restore of the state with the model's target does
-    from engine.training.build import build_setup
-    from engine.planning.plan import plan_experiment
-    from engine.training.checkpoint import read_params
     from helpers import final_params
+
+    from engine.planning.plan import plan_experiment
+    from engine.training.build import build_setup
+    from engine.training.checkpoint import read_params
 
     inspected = read_params(tmp_path / "sharded" / "checkpoints" / "16")
     _, restored = final_params(tmp_path / "sharded", build_setup(plan_experiment(SPEC, [])[0]))
@@ -233,7 +234,7 @@ def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dic
     # training itself went through on both: process 0's metrics match one device's losses
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert _losses({"metrics": metrics}) == pytest.approx(_losses(reference["straight"]), rel=FLOAT32_RTOL)
-    for process, (_, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
     assert [r["process"] for r in results] == [0, 1] and all(r["devices"] == 4 for r in results)
@@ -277,7 +278,7 @@ def test_two_processes_read_disjoint_shares_of_a_prepared_cache(tmp_path: Path) 
         for rank in range(2)
     ]
     outputs = _wait_all(processes, timeout=600)
-    for process, (_, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     results = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out, _ in outputs]
     assert all(r["process_local"] for r in results) and [r["process"] for r in results] == [0, 1]
@@ -300,7 +301,7 @@ def test_two_processes_run_a_sweep_through_engine_run(reference: dict, tmp_path:
         for rank in range(2)
     ]
     outputs = _wait_all(processes, timeout=600)
-    for process, (_, stderr) in zip(processes, outputs):
+    for process in processes:
         assert process.returncode == 0, '\n=====\n'.join(e[-2500:] for _, e in outputs)
     rows = [json.loads(line) for line in (out / "tiny_sharded" / "results.jsonl").read_text().splitlines()]
     assert sorted(row["coordinates"]["seed"] for row in rows) == [0, 1]  # each run once

@@ -204,7 +204,7 @@ def test_status_from_the_output_directory(tmp_path: Path) -> None:
         {"state": "done", "step": 20, "reason": None},
         {"state": "failed", "step": 3, "reason": "loss is NaN"},
     ]
-    for plan, content in zip(plans[1:], contents):
+    for plan, content in zip(plans[1:], contents, strict=True):
         run_dir = tmp_path / plan.run_dir
         run_dir.mkdir(parents=True)
         if content is not None:

@@ -16,16 +16,16 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import pytest
+from helpers import final_params
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
-from engine.training.build import build_setup
 from engine.cli import main
 from engine.errors import UserError
 from engine.planning.plan import plan_experiment
 from engine.results import sweep_rows
 from engine.sparsity import sparsified_tree
+from engine.training.build import build_setup
 from engine.training.loop import initial_state, train_run, train_step
-from helpers import final_params
-from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 SPECS = ("tiny_vit.yaml", "tiny_prune.yaml", "tiny_prune_nm.yaml")

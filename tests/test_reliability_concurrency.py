@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.study import claims
 from engine.results import sweep_rows
+from engine.study import claims
 
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 

@@ -11,7 +11,10 @@ import pytest
 
 from engine.planning.plan import RunStatus, read_status
 from engine.results import (
-    RESULT_COLUMNS, append_result, sweep_rows, write_status,
+    RESULT_COLUMNS,
+    append_result,
+    sweep_rows,
+    write_status,
 )
 
 

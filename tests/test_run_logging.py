@@ -79,7 +79,7 @@ def test_a_run_writes_tensorboard_events_that_match_metrics_jsonl(tmp_path: Path
     assert sparsity == sorted(sparsity) and sparsity[-1] == 0.5
     _, params = final_params(run.run_dir, setup)
     flags = sparsified_tree(params, setup.dims)
-    kernels = [p for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(flags)) if s]
+    kernels = [p for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(flags), strict=True) if s]
     zeros = sum(p.size - np.count_nonzero(p) for p in kernels) / sum(p.size for p in kernels)
     assert abs(zeros - sparsity[-1]) < 1e-3  # per-tensor rounding of the kept counts only
 

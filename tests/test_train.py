@@ -9,18 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import final_params
+from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
 
 from engine import models
 from engine.data import build_source
-from engine.training.optim import adafactor, constant_lr
+from engine.planning.plan import RunPlan, plan_experiment
 from engine.planning.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.sparsity.pruning import with_final_keep
 from engine.training.build import build_setup
-from engine.planning.plan import RunPlan, plan_experiment
 from engine.training.loop import RunDiverged, RunSetup, forget_programs, programs_for, train_run
-from helpers import final_params
-from interrupt import Interrupted, interrupt_at  # tests/ is on sys.path under pytest
+from engine.training.optim import adafactor, constant_lr
 
 TINY = {
     "vit": ModelDims("vit", d_model=16, num_heads=2, head_dim=8, mlp_dim=32, layers=1,
@@ -66,7 +66,7 @@ def test_compiled_init_draws_exactly_the_parameters_of_init_params(family: str, 
     compiled = programs_for(setup).init(np.int32(7), setup.schedules).params
     plain = models.init_params(setup.dims, jax.random.key(7))
     assert jax.tree.structure(compiled) == jax.tree.structure(plain)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(plain)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(plain), strict=True))
 
 
 def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_runs_of_one_shape_share_programs_but_train_with_their_own_numbers(tmp_p
     forget_programs()
     setups = [build_setup(run) for run in runs]
     assert programs_for(setups[0]) is programs_for(setups[1])
-    shared = [train_run(setup, run.run_dir).final_eval_loss for setup, run in zip(setups, runs)]
+    shared = [train_run(setup, run.run_dir).final_eval_loss for setup, run in zip(setups, runs, strict=True)]
     alone = []
     for run in _one_shape_runs(tmp_path / "alone")[::3]:
         forget_programs()

@@ -52,7 +52,8 @@ def test_a_target_beyond_the_widest_model(capsys: pytest.CaptureFixture[str]) ->
     code, [issue] = validate(capsys, str(PLAN / "unreachable_size.yaml"), "--set", "sweep.grid.model.nonzeros=[1e14]")
     assert code == 1
     assert issue["message"].startswith("model.nonzeros: 1e+14 non-zeros cannot be reached at sparsity 0: even the "
-                                       f"widest model (d_model {MAX_D_MODEL}, the largest multiple of 64 up to {MAX_D_MODEL}) has only ")
+                                       f"widest model (d_model {MAX_D_MODEL}, "
+                                       f"the largest multiple of 64 up to {MAX_D_MODEL}) has only ")
 
 
 def test_nm_group_must_divide_fan_in(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,19 +26,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Defaults are the spec's `analysis.fit` defaults (FitSettings): one place for both.
     defaults = FitSettings()
     parser.add_argument("--huber-delta", type=float, default=defaults.huber_delta,
-                        help=f"Huber delta (default {defaults.huber_delta:g}; the paper's ViT fit: 0.01 with --no-log-loss)")
+                        help=f"Huber delta (default {defaults.huber_delta:g}; "
+                             "the paper's ViT fit: 0.01 with --no-log-loss)")
     parser.add_argument("--log-loss", action=argparse.BooleanOptionalAction, default=defaults.log_loss,
-                        help=f"Huber loss on log L, or on L with --no-log-loss (default: {'log L' if defaults.log_loss else 'L'})")
+                        help="Huber loss on log L, or on L with --no-log-loss "
+                             f"(default: {'log L' if defaults.log_loss else 'L'})")
     parser.add_argument("--starts", type=int, default=defaults.starts, help=f"random starts (default {defaults.starts})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the starts and the bootstrap (default {defaults.seed})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"seed of the starts and the bootstrap (default {defaults.seed})")
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap,
                         help=f"bootstrap resamples (default {defaults.bootstrap}; 0: none)")
     parser.add_argument("--holdout", default=defaults.holdout,
-                        help=f"runs to hold out for the check: largest-nonzeros, none, or COLUMN OP NUMBER[,...] (default {defaults.holdout})")
+                        help="runs to hold out for the check: largest-nonzeros, none, or COLUMN OP NUMBER[,...] "
+                             f"(default {defaults.holdout})")
     parser.add_argument("--isoflop", action="store_true",
                         help="also the IsoFLOP analysis (approach 2): runs sharing a budget N x D within 2%%, "
                              "at least 3 sizes each")
-    parser.add_argument("--freeze-dense", type=Path, default=None, metavar="FIT.json", help="fit only a_S, b_S, c_S; take b_N, a_D, b_D, c from this fit (n:m refit)")
+    parser.add_argument("--freeze-dense", type=Path, default=None, metavar="FIT.json",
+                        help="fit only a_S, b_S, c_S; take b_N, a_D, b_D, c from this fit (n:m refit)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: fit/ next to RESULTS)")
     parser.add_argument("--no-report", action="store_true", help="write fit.json only")
     parser.set_defaults(handler=run)
@@ -76,13 +81,15 @@ def summary_lines(result: FitResult) -> list[str]:
         lines.append(f"{name:<12} {value:>16.6g} {interval:>28}{flag}")
     d = result.diagnostics
     lines.append(f"objective (mean Huber): {result.objective:.6g}   rows: {result.rows_used}")
-    lines.append(f"convergence: {d.verdict}; {d.agreeing_starts}/{d.total_starts} starts agree; gradient norm {d.best_gradient_norm:.2e}")
+    lines.append(f"convergence: {d.verdict}; {d.agreeing_starts}/{d.total_starts} starts agree; "
+                 f"gradient norm {d.best_gradient_norm:.2e}")
     if result.gains is None:
         lines.append("gains: not estimable (no sparse run in the fitted data)")
     else:
         lines.append("gains: " + ", ".join(f"S={s:g}: {g:.3f}x" for s, g in result.gains.items()))
     if result.holdout is not None:
-        lines.append(f"held out ({result.holdout.expression}, {len(result.holdout.rows)} runs): mean |error| {100 * result.holdout.mean_absolute_relative_error:.2f}%")
+        lines.append(f"held out ({result.holdout.expression}, {len(result.holdout.rows)} runs): "
+                     f"mean |error| {100 * result.holdout.mean_absolute_relative_error:.2f}%")
     return lines
 
 

@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from engine.training.checkpoint import CheckpointStore, read_params
     from engine.sparsity import NM, sparsified_tree, sparsity_report
+    from engine.training.checkpoint import CheckpointStore, read_params
 
     directory: Path = args.checkpoints
     if (directory / "checkpoints").is_dir():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from engine.planning.dependencies import dependencies_of
 from engine.planning.plan import RunPlan, plan_experiment, totals
@@ -119,14 +119,14 @@ def render_table(plans: Sequence[RunPlan]) -> str:
         for plan in plans
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     total = totals(plans)
     states = ", ".join(f"{total[state]} {state}" for state in ("new", "partial", "done", "failed") if total[state])
     lines.append(
         f"{total['runs']} runs ({states}); FLOPs: {total['flops_dense']:.3g} dense, {total['flops_sparse']:.3g} sparse"
     )
-    budgeted = [plan for plan in plans if plan.spec.data.flops is not None]
+    budgeted = [(plan, plan.spec.data.flops) for plan in plans if plan.spec.data.flops is not None]
     if budgeted:  # data.flops: how closely whole steps meet each run's budget (FLOPs sparse = the budget)
-        worst = max(abs(plan.flops_sparse / plan.spec.data.flops - 1) for plan in budgeted)
+        worst = max(abs(plan.flops_sparse / budget - 1) for plan, budget in budgeted)
         lines.append(f"data.flops budgets: {len(budgeted)} runs, each within {100 * worst:.2f}% of its budget")
     return "\n".join(lines)

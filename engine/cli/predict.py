@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 from engine.errors import UserError
 from engine.fit.law import LawCoefficients, predict_loss
 from engine.fit.result import FittedRanges, load_coefficients
 from engine.fit.sopt import optimal_sparsity
+from engine.planning.costs import DENSE_COST_ALPHA, pruning_cost_alpha
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="FIT is a fit.json or a JSON/YAML file with a_S, b_S, c_S, b_N, a_D, b_D, c in paper units.",
     )
     parser.add_argument("fit", type=Path, help="fit.json, or JSON/YAML with the seven coefficients")
-    parser.add_argument("--at", action="append", default=[], metavar="S,N,D", help="loss at sparsity S, non-zeros N, data D (repeatable)")
-    parser.add_argument("--sopt", action="append", default=[], metavar="N,C", help="optimal sparsity at non-zeros N, compute C FLOPs (repeatable)")
+    parser.add_argument("--at", action="append", default=[], metavar="S,N,D",
+                        help="loss at sparsity S, non-zeros N, data D (repeatable)")
+    parser.add_argument("--sopt", action="append", default=[], metavar="N,C",
+                        help="optimal sparsity at non-zeros N, compute C FLOPs (repeatable)")
     parser.add_argument("--flops-per-param", type=float, default=6.0, help="k in C = k N D c_mul (6; 3 for encoder-decoder)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
@@ -69,12 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.at and not args.sopt:
         raise UserError("nothing to predict: give --at S,N,D and/or --sopt N,C", exit_code=2)
     samples = [LawCoefficients.from_array(row) for row in loaded.samples] if loaded.samples is not None else None
-    out: dict[str, list[dict[str, object]]] = {"at": [], "sopt": []}
+    out: dict[str, list[dict[str, Any]]] = {"at": [], "sopt": []}
     for text in args.at:
         s, n, d = _numbers(text, 3, "--at")
         if not 0 <= s < 1 or n <= 0 or d <= 0:
             raise UserError(f"--at {text!r}: need 0 <= S < 1, N > 0, D > 0", exit_code=2)
-        entry: dict[str, object] = {"sparsity": s, "nonzeros": n, "data": d,
+        entry: dict[str, Any] = {"sparsity": s, "nonzeros": n, "data": d,
                                     "loss": float(predict_loss(loaded.coefficients, s, n, d)),
                                     # coordinates outside the fitted ranges; null when they are unknown
                                     "extrapolated": None if ranges is None else ranges.outside(s, n, d)}

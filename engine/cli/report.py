@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.cli.fit import add_columns_option, column_map
 from engine.errors import UserError
 from engine.fit.fitting import fit_law
 from engine.fit.io import read_table
-from engine.cli.fit import add_columns_option, column_map
 from engine.fit.result import FitSettings, find_fit_json, load_fit_with_table
 
 

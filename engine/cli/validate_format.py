@@ -7,7 +7,8 @@ Pure functions over spec.issues.Issue; the command decides where the output goes
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from spec.issues import Issue
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
-from engine.data.prefetch import prefetched
 from engine.data.finite import EpochOrder, OnExhausted, check_budget, hold_out
+from engine.data.prefetch import prefetched
 from engine.data.tokenizers import stream_sha256
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims

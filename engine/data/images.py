@@ -26,10 +26,16 @@ import numpy as np
 
 from engine.data.base import Batch, fingerprint_of
 from engine.data.cache import (
-    ProgressFn, ShardReader, atomic_write_text, cache_root, content_key, file_digest, run_per_file,
+    ProgressFn,
+    ShardReader,
+    atomic_write_text,
+    cache_root,
+    content_key,
+    file_digest,
+    run_per_file,
 )
-from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
+from engine.data.prefetch import prefetched
 from engine.data.shuffle import ExampleOrder
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims
@@ -118,7 +124,7 @@ def prepare_image_file(path: Path, settings: ImageRecordsSettings, key: str, roo
         columns = [settings.image_field, settings.label_field]
         for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=columns):
             images, labels = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            for image, label in zip(images, labels):
+            for image, label in zip(images, labels, strict=True):
                 where = f"{path}: row {count}"
                 data, ids = _image_bytes(image, where), _label_ids(label, where)
                 parts["images"].write(data)

@@ -13,7 +13,8 @@ H1 < H0, ..., and only a model that has memorised the full order-k table reaches
 Hk, the irreducible floor. `backoff` < 1 keeps each order's rows far from the lower order's, so
 every rung of the ladder is worth a large fraction of a nat (with backoff = 1 almost everything is
 bigram, which an embedding-to-logits path learns without the backbone). `smoothing` keeps every
-context reachable: without it small concentrations let the chain collapse onto a few contexts. The tables are large (symbols^k contexts, each with its own sparse
+context reachable: without it small concentrations let the chain collapse onto a few contexts.
+The tables are large (symbols^k contexts, each with its own sparse
 distribution) and context frequencies are Zipf-like, so more parameters memorise more contexts
 and more data reveals rarer ones: both capacity and data pay off over a wide range.
 Sequences start from the stationary distribution of contexts, so every window looks alike.

@@ -19,14 +19,14 @@ import numpy as np
 
 from engine.data.base import CORRUPTION_STREAM, EVAL_STREAM, Batch, fingerprint_of, rng_for
 from engine.data.cache import TextSource, TokenManifest, TokenStream, find_manifest, prepare_tokens
-from engine.data.prefetch import prefetched
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.layouts import TokenLayout, token_layout
+from engine.data.prefetch import prefetched
 from engine.data.progress import byte_progress
 from engine.data.readers import TextFormat
-from engine.data.span_corruption import corrupt_with_mask, random_spans_noise_mask
 from engine.data.sentencepiece_training import SentencePieceTraining, existing_model, trained_model
 from engine.data.shuffle import ExampleOrder
+from engine.data.span_corruption import corrupt_with_mask, random_spans_noise_mask
 from engine.data.tokenizers import TokenizerRef, tokenizer_ref
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims

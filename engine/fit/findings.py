@@ -229,7 +229,8 @@ def derive_findings(fit: FitResult, table: ResultsTable, unit_d: str = "examples
             for s in questions.gain_sparsities
         }
         with np.errstate(over="ignore"):
-            limit_samples = None if samples is None else (samples[:, 2] / (samples[:, 0] + samples[:, 2])) ** (-1.0 / samples[:, 3])
+            limit_samples = (None if samples is None
+                             else (samples[:, 2] / (samples[:, 0] + samples[:, 2])) ** (-1.0 / samples[:, 3]))
         parts["limit_gain"] = _estimate(_limit_gain(law), limit_samples, ["S"])
         parts["sopt_multiples"] = {
             cost: {s: _estimate(chinchilla_multiple(law, s, COST_ALPHAS[cost]),

@@ -24,3 +24,9 @@ def gains_from_samples(samples: np.ndarray, sparsity: float) -> np.ndarray:
     with np.errstate(over="ignore"):  # a resample with b_N near 0: an infinite gain, shown as such
         ratio = (a_s * (1.0 - sparsity) ** b_s + c_s) / (a_s + c_s)
         return ratio ** (-1.0 / b_n)
+
+
+def gain_interval(samples: np.ndarray, sparsity: float) -> tuple[float, float]:
+    """The 95% interval (2.5th and 97.5th percentiles, NaN resamples left out) of eq. 7 over samples."""
+    low, high = np.nanpercentile(gains_from_samples(samples, sparsity), (2.5, 97.5))
+    return float(low), float(high)

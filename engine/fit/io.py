@@ -13,6 +13,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class ResultsTable:
         if values is None:
             return None
         try:
-            return np.array([float(v) for v in values], dtype=np.float64)
+            return np.array([_as_float(v) for v in values], dtype=np.float64)
         except (TypeError, ValueError):
             return None
 
@@ -159,6 +160,13 @@ def read_table(path: Path, columns: dict[str, str] | None = None) -> ResultsTabl
     )
 
 
+def _as_float(value: object) -> float:
+    """float(value) for what float() accepts; anything else raises TypeError, as float() would."""
+    if isinstance(value, (str, bytes, bytearray, SupportsFloat, SupportsIndex)):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
 def table_from_arrays(
     sparsity: np.ndarray, nonzeros: np.ndarray, data: np.ndarray, loss: np.ndarray,
     extra: dict[str, list[object]] | None = None, source: str = "<memory>",
@@ -166,4 +174,5 @@ def table_from_arrays(
     """A ResultsTable from arrays (for the training loop's in-memory results), hashed by content."""
     arrays = [np.asarray(a, np.float64) for a in (sparsity, nonzeros, data, loss)]
     digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
-    return ResultsTable(*arrays, extra=extra or {}, source=source, sha256=digest)
+    return ResultsTable(sparsity=arrays[0], nonzeros=arrays[1], data=arrays[2], loss=arrays[3],
+                        extra=extra or {}, source=source, sha256=digest)

@@ -144,7 +144,8 @@ def isoflop_analysis(table: ResultsTable, fit: FitResult | None, tolerance: floa
                 drawn[s].append((a, b))
     exponents = {s: ExponentFit(a, b, _interval([d[0] for d in drawn[s]]), _interval([d[1] for d in drawn[s]]), n)
                  for s, (a, b, n) in point.items()}
-    law_a = law_b = (float("nan"), None)
+    law_a: tuple[float, tuple[float, float] | None] = (float("nan"), None)
+    law_b: tuple[float, tuple[float, float] | None] = (float("nan"), None)
     if fit is not None:
         law = fit.coefficients
         law_a = (law.b_D / (law.b_N + law.b_D), None)

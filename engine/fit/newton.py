@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.fit.objective import Derivatives
 
+_cholesky_kernel: np.ufunc | None
 try:  # private to numpy (behind np.linalg.cholesky); without it, the slower public route below
     from numpy.linalg._umath_linalg import cholesky_lo as _cholesky_kernel
 except ImportError:  # pragma: no cover

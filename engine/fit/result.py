@@ -154,14 +154,11 @@ class FitResult:
         return {name: (float(low[i]), float(high[i])) for i, name in enumerate(COEFFICIENT_NAMES)}
 
     def gain_intervals(self) -> dict[float, tuple[float, float]] | None:
-        from engine.fit.gains import gains_from_samples
+        from engine.fit.gains import gain_interval
 
         if self.bootstrap_samples is None or self.gains is None:
             return None
-        return {
-            s: tuple(float(v) for v in np.nanpercentile(gains_from_samples(self.bootstrap_samples, s), (2.5, 97.5)))
-            for s in self.gains
-        }
+        return {s: gain_interval(self.bootstrap_samples, s) for s in self.gains}
 
     def poorly_determined(self) -> dict[str, str]:
         """Coefficients the data cannot pin down, with the reason (empty when all are fine)."""

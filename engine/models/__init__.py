@@ -76,7 +76,8 @@ def metrics_fn(dims: ModelDims) -> Callable[[Params, Batch], dict[str, Array]]:
     model = build_model(dims)
 
     def per_example(params: Params, batch: Batch) -> dict[str, Array]:
-        logits = model.apply({"params": params}, *_model_inputs(dims, batch))
+        # flax types apply() as possibly (output, variables): that is only with mutable=
+        logits: Array = model.apply({"params": params}, *_model_inputs(dims, batch))  # type: ignore[assignment]
         if dims.family == "vit":
             loss = vit.per_example_loss(logits, batch["labels"])
             return {"loss_sum": loss, "weight": jnp.ones_like(loss)}

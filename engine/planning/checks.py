@@ -26,24 +26,24 @@ where it is written).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from engine.planning import sizing
 from engine.errors import UserError
+from engine.fit.law import COEFFICIENT_NAMES
+from engine.planning import sizing
 from engine.planning.data_budget import data_budget
 from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
-from engine.fit.law import COEFFICIENT_NAMES
 from spec.analysis import LargestNonzerosHoldout, RunsHoldout
-from spec.data import TextFiles
+from spec.data import SentencepieceTokenizer, TextFiles
 from spec.experiment import ExperimentSpec
-from spec.data import SentencepieceTokenizer
 from spec.init import PretrainedInit, RunSource
 from spec.issues import Issue, Origin, SpecError
-from spec.model import MAX_D_MODEL
 from spec.loading import apply_override, load_experiment, load_tree
+from spec.model import MAX_D_MODEL
 from spec.sparsity import NmPattern
 from spec.yaml_tree import Located, find
 

@@ -70,7 +70,6 @@ def _text_budget(source: TextFiles, run: RunPlan, needed: int) -> DataBudget:
     from engine.data.build import make_settings
     from engine.data.layouts import token_layout
     from engine.data.text import eval_count
-
     from engine.planning.plan import source_settings
 
     settings = make_settings("text_files", source_settings(run.spec.data), source.seed)

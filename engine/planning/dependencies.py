@@ -59,7 +59,7 @@ def dependencies_of(runs: list[RunPlan], analysis: bool = True) -> list[Dependen
     found: list[Dependency] = []
     sources: dict[Path, set[str]] = {}
     for run in runs:  # only runs that will read their source need it (not done, not resuming)
-        if run.loads_source() and run.source.spec_path is not None and run.source.run_id:
+        if run.loads_source() and run.source is not None and run.source.spec_path is not None and run.source.run_id:
             sources.setdefault(run.source.spec_path, set()).add(run.source.run_id)
     for spec, run_ids in sources.items():
         found.append(Dependency(spec, "init.source", run_ids=frozenset(run_ids)))

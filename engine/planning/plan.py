@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from engine.planning import costs, sizing
 from engine.errors import UserError
-from engine.results import STATUS_FILE
+from engine.planning import costs, sizing
 from engine.planning.sizing import ModelDims
+from engine.results import STATUS_FILE
 from spec.data import DataSpec, ImageArrays, ImageRecords, TextFiles
 from spec.experiment import ExperimentSpec
 from spec.init import CheckpointSource, PretrainedInit, RunSource

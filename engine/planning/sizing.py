@@ -69,7 +69,7 @@ def scaled_dims(base: ModelDims, d_model: int, mlp_ratio: float) -> ModelDims:
 
 
 def _attention(prefix: str, dims: ModelDims, bias: bool) -> dict[str, Shape]:
-    shapes = {
+    shapes: dict[str, Shape] = {
         f"{prefix}/query/kernel": (dims.d_model, dims.attn_dim),
         f"{prefix}/key/kernel": (dims.d_model, dims.attn_dim),
         f"{prefix}/value/kernel": (dims.d_model, dims.attn_dim),

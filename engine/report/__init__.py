@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from engine.fit.findings import data_unit, derive_findings, flops_per_param_example, is_paper_t5
 from engine.fit.fitting import objective_at
@@ -15,7 +16,6 @@ from engine.fit.io import ResultsTable
 from engine.fit.result import FitResult
 from engine.report.blocks import Block, Figure, to_html, to_markdown
 from engine.report.content import report_blocks
-
 
 ReportFormat = Literal["markdown", "html"]
 FORMATS: tuple[ReportFormat, ...] = ("markdown", "html")  # a spec's analysis.report.formats default

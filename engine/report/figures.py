@@ -117,7 +117,7 @@ def predicted_vs_measured(table: ResultsTable, fit: FitResult) -> bytes:
     for i, label in enumerate(labels):
         rows = (group == i) & ~held
         axis.scatter(table.loss[rows], predicted[rows], s=22, color=_group_colour(i), label=label)
-    if held.any():
+    if fit.holdout is not None and held.any():
         axis.scatter(table.loss[held], np.asarray(fit.holdout.predicted), s=60, facecolors="none",
                      edgecolors="crimson", linewidths=1.5, label="held out (fit without them)")
     low, high = float(min(table.loss.min(), predicted.min())), float(max(table.loss.max(), predicted.max()))
@@ -266,11 +266,11 @@ def _contour_band(samples: np.ndarray, n_grid: np.ndarray, k: float, alpha: floa
         law = LawCoefficients.from_array(row)
         with np.errstate(all="ignore"):
             lines.append(k * n_grid * chinchilla_data(law, n_grid) * chinchilla_multiple(law, level, alpha))
-    lines = np.array(lines)
-    lines[~np.isfinite(lines)] = np.nan
-    if np.isnan(lines).all():
+    stacked = np.array(lines)
+    stacked[~np.isfinite(stacked)] = np.nan
+    if np.isnan(stacked).all():
         return None
-    low, high = np.nanpercentile(lines, (2.5, 97.5), axis=0)
+    low, high = np.nanpercentile(stacked, (2.5, 97.5), axis=0)
     return low, high
 
 
@@ -313,7 +313,8 @@ def residuals(table: ResultsTable, fit: FitResult, unit: str) -> bytes:
 
 def convergence(fit: FitResult) -> bytes:
     """End objective of every start (sorted) and the bootstrap's gain distributions."""
-    show_gains = fit.bootstrap_samples is not None and bool(fit.gains)
+    samples, gains = fit.bootstrap_samples, fit.gains
+    show_gains = samples is not None and bool(gains)
     figure, axes = plt.subplots(1, 2 if show_gains else 1, figsize=(11 if show_gains else 5.5, 3.8),
                                 squeeze=False, layout="constrained")
     axis = axes[0, 0]
@@ -331,19 +332,19 @@ def convergence(fit: FitResult) -> bytes:
                    f"(best mean Huber {fit.objective:.4g}); {fit.diagnostics.verdict}", fontsize=9)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, which="both")
-    if show_gains:
+    if samples is not None and gains:  # show_gains
         from engine.fit.gains import gains_from_samples
 
         axis = axes[0, 1]
-        for index, s in enumerate(fit.gains):
+        for index, s in enumerate(gains):
             colour = SPARSITY_COLOURS[(index + 1) % len(SPARSITY_COLOURS)]
-            values = gains_from_samples(fit.bootstrap_samples, s)
+            values = gains_from_samples(samples, s)
             values = values[np.isfinite(values)]
             axis.hist(values, bins=40, alpha=0.55, color=colour, label=f"S = {s:g} (line: best fit)")
-            axis.axvline(fit.gains[s], color=colour, lw=1.5)
+            axis.axvline(gains[s], color=colour, lw=1.5)
         axis.set_xlabel("gain (eq. 7), x dense size")
         axis.set_ylabel("bootstrap resamples")
-        axis.set_title(f"Bootstrap distribution of the gains ({fit.bootstrap_samples.shape[0]} resamples)", fontsize=9)
+        axis.set_title(f"Bootstrap distribution of the gains ({samples.shape[0]} resamples)", fontsize=9)
         axis.legend(fontsize=8)
     return _png(figure)
 

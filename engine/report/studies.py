@@ -90,12 +90,11 @@ def nm_refit_blocks(groups: list[NmGroup], dense: LawCoefficients, dense_source:
 
 
 def _gain_intervals(fit: FitResult, levels: list[float]) -> dict[float, tuple[float, float]]:
-    from engine.fit.gains import gains_from_samples
+    from engine.fit.gains import gain_interval
 
     if fit.bootstrap_samples is None:
         return {}
-    return {s: tuple(float(v) for v in np.nanpercentile(gains_from_samples(fit.bootstrap_samples, s), (2.5, 97.5)))
-            for s in levels}
+    return {s: gain_interval(fit.bootstrap_samples, s) for s in levels}
 
 
 def nm_loss_vs_nonzeros(groups: list[NmGroup], dense: LawCoefficients) -> bytes:

@@ -145,7 +145,7 @@ def masks_by_shape(
     vmap, so a model compiles one bisection loop per distinct shape, not one per tensor.
     """
     leaves, treedef = jax.tree.flatten(params)
-    flags = treedef.flatten_up_to(sparsified)
+    flags = treedef.flatten_up_to(sparsified)  # type: ignore[attr-defined]  # jaxlib's PyTreeDef has no stub here
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, (leaf, is_sparse) in enumerate(zip(leaves, flags, strict=True)):
         if is_sparse:
@@ -157,7 +157,7 @@ def masks_by_shape(
         stacked_masks = jax.vmap(lambda w, keep=keep: magnitude_mask(w, keep, pattern))(stacked)
         for position, index in enumerate(indices):
             masks[index] = stacked_masks[position]
-    return treedef.unflatten(masks)
+    return jax.tree.unflatten(treedef, masks)
 
 
 def compute_masks(

@@ -44,7 +44,7 @@ class MaskedPruningState(NamedTuple):
     when pruning a restored pretrained model). masks: like params, a bool array per sparsified
     tensor and a scalar True elsewhere. inner_state: the wrapped optimizer's state."""
 
-    count: Array
+    count: Array  # type: ignore[assignment]  # a field named like tuple.count (a checkpointed name)
     masks: PyTree
     inner_state: optax.OptState
 
@@ -62,8 +62,9 @@ def _scheduled_keep(size: int, schedule: Schedule, step: Array) -> Array:
     """round((1 - s) * size) in float32, except once the schedule is done: then the exact Python
     count, so the final non-zeros match engine.planning.sizing.nonzeros_at to the element."""
     running = jnp.round((1.0 - schedule.sparsity_at(step)) * size).astype(jnp.int32)
-    if schedule.final_keep is not None:
-        final = schedule.final_keep[size]
+    final_keep = None if isinstance(schedule, DenseSchedule) else schedule.final_keep
+    if final_keep is not None:
+        final = final_keep[size]
     else:
         final = keep_count(size, schedule.target)
     return jnp.where(schedule.progress(step) >= 1.0, final, running)

@@ -33,17 +33,14 @@ def _check_target(target: float) -> None:
         raise ValueError(f"target sparsity must be in [0, 1), got {target}")
 
 
-def _pytree(cls: type) -> type:
-    return jax.tree_util.register_dataclass(dataclass(frozen=True)(cls))
-
-
 # Weights kept per tensor size once the target is reached, counted in Python as engine.planning.sizing
 # counts them (a float32 count from a traced target can be one off); None: counted from a
 # plain-number target when needed.
 FinalKeep = Mapping[int, int] | None
 
 
-@_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class GradualSchedule:
     """Cubic gradual magnitude pruning (Zhu & Gupta 2017), eq. in sec. 3 of that paper:
 
@@ -89,7 +86,8 @@ class GradualSchedule:
         return on_interval & in_window
 
 
-@_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class OneShotSchedule:
     """Prune to the target at one step, then keep the masks fixed."""
 
@@ -112,7 +110,8 @@ class OneShotSchedule:
         return jnp.asarray(step) == self.step
 
 
-@_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class DenseSchedule:
     """No pruning: masks stay all-ones (the dense baseline of a sweep)."""
 

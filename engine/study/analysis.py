@@ -18,7 +18,12 @@ from engine.planning.checks import held_out_run_ids
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import atomic_write_text, sweep_rows
 from spec.analysis import (
-    AnalysisSpec, FileFitSource, LargestNonzerosHoldout, NoHoldout, RunsHoldout, SpecFitSource,
+    AnalysisSpec,
+    FileFitSource,
+    LargestNonzerosHoldout,
+    NoHoldout,
+    RunsHoldout,
+    SpecFitSource,
 )
 from spec.analysis import FitSettings as FitSettingsSpec
 

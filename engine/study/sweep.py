@@ -28,19 +28,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
-from rich.table import Column
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
+from rich.table import Column
 from ruamel.yaml import YAML
 
 from engine import faults
-from engine.study import claims
-from engine.training.build import build_setup
-from engine.study.drift import drift, run_record
 from engine.errors import UserError
 from engine.planning.plan import CHECKPOINT_MANIFEST, RunPlan, read_status
 from engine.results import append_result, atomic_write_text, warn, write_status
+from engine.study import claims
+from engine.study.drift import drift, run_record
+from engine.training.build import build_setup
 from engine.training.loop import RunDiverged, RunPreempted, RunSetup, train_run
 
 

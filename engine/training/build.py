@@ -14,27 +14,43 @@ import jax
 import optax
 
 from engine import models
-from engine.data import DataSource, build_source
+from engine.data import Batch, DataSource, build_source
 from engine.data.base import step_batches
-from engine.models import Batch
 from engine.errors import UserError
-from engine.training.optim import (
-    LearningRateSchedule, adafactor, adamw, constant_lr, cosine_lr, rsqrt_lr,
-    warmup_constant_cooldown_lr,
-)
-from engine.training.parallel import build_layout
 from engine.planning.plan import RunPlan, gmp_steps, schedule_problem, source_settings
-from engine.training.pretrained import check_source, load_params as load_source_params
 from engine.sparsity import (
-    NM, DenseSchedule, GradualSchedule, OneShotSchedule, Pattern, Schedule, Unstructured,
-    masked_pruning, sparsified_tree,
+    NM,
+    DenseSchedule,
+    GradualSchedule,
+    OneShotSchedule,
+    Pattern,
+    Schedule,
+    Unstructured,
+    masked_pruning,
+    sparsified_tree,
 )
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
 from engine.training.loop import RunSetup
+from engine.training.optim import (
+    LearningRateSchedule,
+    adafactor,
+    adamw,
+    constant_lr,
+    cosine_lr,
+    rsqrt_lr,
+    warmup_constant_cooldown_lr,
+)
+from engine.training.parallel import build_layout
+from engine.training.pretrained import check_source
+from engine.training.pretrained import load_params as load_source_params
 from engine.training.run_log import RunLogging, WandbTarget, require_wandb
 from spec.optimizer import (
-    AdafactorOptimizer, ConstantRate, CosineRate, OptimizerSpec, RsqrtRate,
+    AdafactorOptimizer,
+    ConstantRate,
+    CosineRate,
+    OptimizerSpec,
+    RsqrtRate,
     WarmupConstantCooldownRate,
 )
 from spec.sparsity import GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
@@ -44,16 +60,18 @@ def build_schedule(sparsity: SparsitySpec, steps: int, where: str) -> Schedule:
     """The pruning schedule in steps. GMP's fractions become steps; the mask update that reaches
     the final level (the first interval multiple at or after `end`) must fall inside the run, or
     the run would end short of its sparsity."""
-    schedule = sparsity.schedule
-    if sparsity.level == 0:
+    schedule, level = sparsity.schedule, sparsity.level
+    if level is None:  # validation fills it in (an n:m pattern's 1 - n/m) or refuses the spec
+        raise ValueError(f"{where}: sparsity.level is unset in a validated spec")
+    if level == 0:
         return DenseSchedule()  # nothing to prune, whatever the schedule: no masks to carry
     if isinstance(schedule, GmpSchedule):
         problem = schedule_problem(sparsity, steps)
         if problem:
             raise UserError(f"{where}: {problem}")
-        return GradualSchedule(sparsity.level, *gmp_steps(schedule, steps), schedule.interval)
+        return GradualSchedule(level, *gmp_steps(schedule, steps), schedule.interval)
     if isinstance(schedule, OneshotSchedule):
-        return OneShotSchedule(sparsity.level, round(schedule.at * steps))
+        return OneShotSchedule(level, round(schedule.at * steps))
     return DenseSchedule()
 
 

@@ -22,8 +22,9 @@ def enable_persistent_compile_cache() -> Path | None:
         # Seen on a 2-process CPU cluster: one process loaded a cached program the other compiled
         # afresh, and their collectives no longer matched (gloo aborted). Compile in every process.
         return None
-    if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
+    configured = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]  # config options are dynamic
+    if configured:
+        return Path(configured)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     directory = base / "sparse-scaling-engine" / "jax"
     try:

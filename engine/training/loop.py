@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, NamedTuple
 
 import jax
@@ -23,26 +24,33 @@ import numpy as np
 import optax
 from threadpoolctl import threadpool_limits
 
-from engine.training.checkpoint import CheckpointStore
 from engine.data import DataSource
 from engine.data.base import step_batches
 from engine.models import Batch, Params, init_params
-from engine.training.parallel import (
-    Layout, is_primary_process, replicate, shard_batch, single_device_layout, state_shardings,
-    step_batch, with_shardings,
-)
-from engine.results import write_status
-from engine.training.run_log import RunLogging, RunLogs
 from engine.planning.sizing import ModelDims
-
+from engine.results import write_status
+from engine.training.checkpoint import CheckpointStore
+from engine.training.parallel import (
+    Layout,
+    StepBatch,
+    is_primary_process,
+    replicate,
+    shard_batch,
+    single_device_layout,
+    state_shardings,
+    step_batch,
+    with_shardings,
+)
+from engine.training.run_log import RunLogging, RunLogs
 
 PyTree = Any
+ArrayLike = jax.typing.ArrayLike
 # The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
 # the schedules traced, so the numbers that differ between runs are arguments, not constants.
 OptimizerFactory = Callable[[PyTree], optax.GradientTransformation]
 # (the run's schedules, steps taken) -> named values of the schedules after that step, logged next
 # to the losses (the learning rate, the sparsity; engine/training/build.py). Jitted by its maker.
-ScheduleScalars = Callable[[PyTree, np.ndarray], dict[str, jax.Array]]
+ScheduleScalars = Callable[[PyTree, ArrayLike], dict[str, jax.Array]]
 
 
 class TrainState(NamedTuple):
@@ -101,7 +109,7 @@ class _SigtermFlag:
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def __enter__(self) -> _SigtermFlag:
         if threading.current_thread() is threading.main_thread():
@@ -159,9 +167,9 @@ class Programs:
 
     target: TrainState  # shapes, dtypes and shardings of the state: the restore target
     shardings: TrainState
-    init: Callable[[np.ndarray, PyTree], TrainState]  # (seed, schedules) -> the state at step 0
+    init: Callable[[ArrayLike, PyTree], TrainState]  # (seed, schedules) -> the state at step 0
     start_from: Callable[[Params, PyTree], TrainState]  # (loaded params, schedules) -> the same
-    step: Callable[[TrainState, Batch, PyTree], tuple[TrainState, jax.Array]]
+    step: Callable[[TrainState, StepBatch, PyTree], tuple[TrainState, jax.Array]]
     eval: Callable[[Params, Batch], dict[str, jax.Array]]
     # A copy of the state in one program: an async save reads it while the next step donates
     # the original buffers.

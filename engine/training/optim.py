@@ -148,12 +148,8 @@ def adamw(
 # their arguments and build them; the classes only compute.
 
 
-def _dataclass_pytree(cls: type) -> type:
-    """A frozen dataclass whose fields are pytree leaves, except those marked static."""
-    return jax.tree_util.register_dataclass(dataclass(frozen=True)(cls))
-
-
-@_dataclass_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class ConstantLR:
     peak: float
 
@@ -161,7 +157,8 @@ class ConstantLR:
         return jnp.asarray(self.peak, jnp.float32)
 
 
-@_dataclass_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class RsqrtLR:
     peak: float
     warmup_steps: int
@@ -175,7 +172,7 @@ class RsqrtLR:
         return jnp.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, decay)
 
 
-def _ramp(step: Array, start: Array, end: Array, steps: Array) -> Array:
+def _ramp(step: Array, start: Array | float, end: Array | float, steps: Array | int) -> Array:
     """Linear from `start` at step 0 to `end` at `steps`, then `end`; `start` if steps is 0.
     optax.linear_schedule's arithmetic, operation for operation: an Adafactor run amplifies even a
     last-place difference in the rate (seen: 1e-4 in the parameters after 3 steps)."""
@@ -184,7 +181,8 @@ def _ramp(step: Array, start: Array, end: Array, steps: Array) -> Array:
     return jnp.where(steps > 0, (start - end) * remaining + end, start)
 
 
-@_dataclass_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class CosineLR:
     peak: float
     warmup_steps: int
@@ -201,7 +199,8 @@ class CosineLR:
         return jnp.where(step < self.warmup_steps, _ramp(step, 0.0, self.peak, self.warmup_steps), decayed)
 
 
-@_dataclass_pytree
+@jax.tree_util.register_dataclass  # fields are pytree leaves, except those marked static
+@dataclass(frozen=True)
 class WarmupConstantCooldownLR:
     peak: float
     warmup_steps: int

@@ -82,7 +82,7 @@ def check_run_sources(runs: list[RunPlan], params_shape_of: Any) -> None:
     present, whole and of this run's shapes, before anything is written. `params_shape_of(run)`
     gives a run's parameter ShapeDtypeStructs."""
     for run in runs:
-        if run.loads_source():
+        if run.loads_source() and run.source is not None:  # loads_source() implies a source
             try:
                 check_source(run.source, params_shape_of(run))
             except UserError as error:
