@@ -9,12 +9,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import final_params
 
 from engine.cli import main
 from engine.data.corpus import copy_stdlib_corpus
 from engine.planning.plan import plan_experiment
 from engine.training.build import build_setup
-from engine.training.loop import final_params, train_run
+from engine.training.loop import train_run
 
 SPEC = Path(__file__).parent / "fixtures" / "data" / "tiny_text.yaml"
 

@@ -79,8 +79,8 @@ def prepare_source(plan: RunPlan, workers: int | None) -> dict[str, Any]:
     files = tuple(resolve_paths(settings.paths, plan.spec_dir))  # type: ignore[union-attr]
     total = sum(path.stat().st_size for path in files)
     with byte_progress(total, f"preparing {len(files)} image file(s)", bar=True) as advance:
-        manifest = prepare_images(settings, files, workers=workers, progress=advance)  # type: ignore[arg-type]
-    return {"key": manifest["key"], "files": len(manifest["shards"]), "images": manifest["images"]}
+        images = prepare_images(settings, files, workers=workers, progress=advance)  # type: ignore[arg-type]
+    return {"key": images["key"], "files": len(images["shards"]), "images": images["images"]}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,8 +43,11 @@ class DataSource(Protocol):
 
     examples_per_step: int
     units_per_example: int
-    available_examples: int | None
     fingerprint: str
+
+    @property
+    def available_examples(self) -> int | None:  # read-only: a source says, the loop reads
+        ...
 
     def batch(self, step: int) -> Batch:
         """The training batch of this step; depends only on the source's seed and `step`."""

@@ -68,7 +68,10 @@ def make_settings(kind: str, settings: Mapping[str, Any] | Any | None, seed: int
     settings_type = SETTINGS_TYPES[kind]
     if isinstance(settings, settings_type):
         return settings
-    values = dict(asdict(settings) if is_dataclass(settings) else (settings or {}))
+    if is_dataclass(settings) and not isinstance(settings, type):
+        values: dict[str, Any] = asdict(settings)
+    else:
+        values = dict(settings or {})  # type: ignore[arg-type]  # a mapping here: a dataclass went above
     if values.get("kind", kind) != kind:
         raise ValueError(f"settings are for kind {values['kind']!r}, not {kind!r}")
     values.pop("kind", None)

@@ -23,7 +23,7 @@ import json
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,10 +156,11 @@ def memoised_source_key(source: TextSource, root: Path) -> str | None:
     """The manifest key from digest memos alone, or None when a file was never hashed as it is
     now (then it is not prepared either): planning's way to the manifest without reading data."""
     digests = [memoised_digest(path, root) for path in source.files]
-    if None in digests:
+    known = [digest for digest in digests if digest is not None]
+    if len(known) < len(digests):
         return None
     identity = source.tokenizer.identity()
-    return content_key({"shards": [shard_key(digest, source, identity) for digest in digests]})
+    return content_key({"shards": [shard_key(digest, source, identity) for digest in known]})
 
 
 def find_manifest(source: TextSource, root: Path | None = None) -> TokenManifest | None:
@@ -201,7 +202,7 @@ def prepare_tokens(
 
 
 def run_per_file(
-    task: Callable[..., object], calls: list[tuple[Path, tuple[object, ...]]], workers: int | None,
+    task: Callable[..., object], calls: Sequence[tuple[Path, tuple[object, ...]]], workers: int | None,
     progress: ProgressFn | None,
 ) -> None:
     """task(*arguments) for each (raw file, arguments), in parallel worker processes when there

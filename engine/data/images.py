@@ -60,8 +60,11 @@ class ImageRecordsSettings:
 class EvalSplit(Protocol):
     """The validation settings of an image source (settings dataclass or spec model)."""
 
-    eval_fraction: float
-    eval_batch_size: int
+    @property
+    def eval_fraction(self) -> float: ...
+
+    @property
+    def eval_batch_size(self) -> int: ...
 
 
 def image_eval_count(total: int, settings: EvalSplit) -> int:
@@ -199,7 +202,7 @@ def decode_image(data: bytes, dims: ModelDims, where: str) -> np.ndarray:
 
     mode = "L" if dims.channels == 1 else "RGB"
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         if image.mode != mode:
             image = image.convert(mode)
         if image.size != (dims.image_size, dims.image_size):

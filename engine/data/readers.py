@@ -16,7 +16,7 @@ import bz2
 import gzip
 import json
 import lzma
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Literal
 
@@ -27,7 +27,11 @@ TEXT_FORMATS: tuple[TextFormat, ...] = ("text", "jsonl", "parquet", "array_recor
 BLOCK_BYTES = 1 << 22  # 4 MiB of text per tokenizer call: large enough to be fast, small to be bounded
 PARQUET_BATCH_ROWS = 1024
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_OPENERS: dict[str, Callable[..., IO[bytes]]] = {  # compressed text by suffix; the rest opens plainly
+    ".gz": gzip.open,  # type: ignore[dict-item]  # typeshed overloads by mode; "rb" gives bytes
+    ".bz2": bz2.open,  # type: ignore[dict-item]
+    ".xz": lzma.open,  # type: ignore[dict-item]
+}
 
 
 def read_blocks(path: Path, fmt: TextFormat, text_field: str = "text") -> Iterator[tuple[bytes, bool]]:

@@ -35,7 +35,7 @@ from engine.errors import UserError
 from engine.fit.law import COEFFICIENT_NAMES
 from engine.planning import sizing
 from engine.planning.data_budget import data_budget
-from engine.planning.plan import RunPlan, SourcePlans, base_fields, model_dims, plan_run, schedule_problem
+from engine.planning.plan import RunPlan, SourcePlans, base_fields, level_of, model_dims, plan_run, schedule_problem
 from engine.planning.sizing import ModelDims
 from spec.analysis import LargestNonzerosHoldout, RunsHoldout
 from spec.data import SentencepieceTokenizer, TextFiles
@@ -165,7 +165,7 @@ def reach_problem(spec: ExperimentSpec, dims: ModelDims) -> str | None:
     target = spec.model.nonzeros
     if target is None:
         return None
-    level = spec.sparsity.level
+    level = level_of(spec.sparsity)
     achieved = sizing.nonzeros_at(dims, level)
     if achieved and max(achieved / target, target / achieved) <= REACH_FACTOR:
         return None
@@ -273,6 +273,8 @@ def fit_size_problem(runs: list[RunPlan]) -> str | None:
         return (f"too few runs for analysis.nm_refit: it fits {NM_FREE_COEFFICIENTS} free coefficients (a_S, b_S, c_S) per group "
                 f"size m and needs at least {NM_FREE_COEFFICIENTS + 1} runs of each; the spec has {listed}")
     free = len(COEFFICIENT_NAMES)
+    if analysis.fit is None:
+        return None  # nothing is fitted
     held = held_out_run_ids(analysis.fit.holdout, runs)
     fitted = len(scratch) - len(held)
     if fitted > free:
@@ -389,7 +391,7 @@ def _axes(tree: Located) -> dict[str, Located]:
     sweep = tree.value.get("sweep")
     for axes_name in ("grid", "zip"):
         node, _, depth = find(sweep.node, (axes_name,)) if sweep else (None, None, 0)
-        if depth == 1 and isinstance(node.value, dict):
+        if node is not None and depth == 1 and isinstance(node.value, dict):
             axes |= {axis: entry.node for axis, entry in node.value.items()}
     return axes
 

@@ -127,7 +127,7 @@ class RunPlan:
 
     @property
     def sparsity(self) -> float:
-        return self.spec.sparsity.level
+        return level_of(self.spec.sparsity)
 
     @property
     def family(self) -> str:
@@ -219,9 +219,9 @@ def cost_multiplier(sparsity: SparsitySpec) -> float:
     if isinstance(schedule, DenseSchedule) or sparsity.level == 0:
         return 1.0
     if isinstance(schedule, GmpSchedule):
-        return costs.c_mul(sparsity.level, schedule.start, schedule.end)
+        return costs.c_mul(level_of(sparsity), schedule.start, schedule.end)
     assert isinstance(schedule, OneshotSchedule)
-    return costs.c_mul(sparsity.level, schedule.at, schedule.at)
+    return costs.c_mul(level_of(sparsity), schedule.at, schedule.at)
 
 
 def gmp_steps(schedule: GmpSchedule, steps: int) -> tuple[int, int]:
@@ -331,8 +331,11 @@ def plan_run(
     identity = run_id(spec, dims, source)
     run_dir = Path(spec.run.output_dir) / spec.name / identity
     dense_params = sizing.sparsified_params(dims)
-    nonzeros = sizing.nonzeros_at(dims, spec.sparsity.level)
-    examples = spec.data.steps * spec.data.batch_size
+    nonzeros = sizing.nonzeros_at(dims, level_of(spec.sparsity))
+    if spec.data.steps is None:  # validation requires steps, flops or budget_fraction; each has set it by now
+        raise UserError(f"{spec.name}: data.steps is not set (give data.steps or data.flops)")
+    steps = spec.data.steps
+    examples = steps * spec.data.batch_size
     per_example = _per_example(dims)
     data = examples * per_example
     k = costs.flops_per_param_example(encoder_decoder=dims.family == "t5")
@@ -348,7 +351,7 @@ def plan_run(
         dense_params=dense_params,
         nonzeros=nonzeros,
         total_params=sizing.total_params(dims),
-        steps=spec.data.steps,
+        steps=steps,
         batch_size=spec.data.batch_size,
         examples=examples,
         data=data,
@@ -359,7 +362,7 @@ def plan_run(
         init=spec.init.kind,
         status=read_status(working_dir / run_dir),
         source=source,
-        data_offset=0 if source is None else continued_from(source, examples * per_example // spec.data.steps),
+        data_offset=0 if source is None else continued_from(source, examples * per_example // steps),
     )
 
 
@@ -489,11 +492,19 @@ def check_same_shapes(dims: ModelDims, source: PretrainedSource) -> None:
             )
 
 
+def level_of(sparsity: SparsitySpec) -> float:
+    """The sparsity level of a concrete run (set by the spec or its sweep; validation requires it)."""
+    if sparsity.level is None:
+        raise UserError("sparsity.level is not set (set it, or sweep it)")
+    return sparsity.level
+
+
 def flops_steps(spec: ExperimentSpec, dims: ModelDims) -> int:
     """data.flops as steps: C = k N D c_mul(S) solved for D, in whole steps (at least one)."""
     k = costs.flops_per_param_example(encoder_decoder=dims.family == "t5")
-    per_step = k * sizing.nonzeros_at(dims, spec.sparsity.level) * cost_multiplier(spec.sparsity)
+    per_step = k * sizing.nonzeros_at(dims, level_of(spec.sparsity)) * cost_multiplier(spec.sparsity)
     per_step *= spec.data.batch_size * _per_example(dims)
+    assert spec.data.flops is not None  # called only for a run budgeted in FLOPs
     return max(1, round(spec.data.flops / per_step))
 
 

@@ -103,7 +103,7 @@ def next_round(fit: FitResult, table: ResultsTable, runs: list[RunPlan], design:
     if not proposal.proposals:
         console.print(f"adaptive design: {shown}; no candidate fits the remaining budget: done")
         return None
-    chosen = Round(round=len(rounds) + 1, run_ids=[p.candidate.run_id for p in proposal.proposals],
+    chosen = Round(round=len(rounds) + 1, run_ids=[str(p.candidate.run_id) for p in proposal.proposals],
                    target_sd=sd, target_interval=interval, flops_spent=spent + proposal.spent)
     console.print(f"adaptive design round {chosen.round}: {shown}; training {len(chosen.run_ids)} runs "
                   f"(predicted sd after: {proposal.proposals[-1].target_sd_after:.4g})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -72,11 +73,11 @@ def with_pretrain_data(table: ResultsTable, runs: list[RunPlan]) -> ResultsTable
 
 
 def _fit_settings(settings: FitSettingsSpec | None, holdout: str, analysis: AnalysisSpec | None = None,
-                  **extra: object) -> FitSettings:
+                  **extra: Any) -> FitSettings:
     """The engine's fit settings from the spec's `analysis:`: how to fit (`fit`), and what to derive
     from the law (`gains`, `optimal_sparsity`, `extrapolation`; a null section derives nothing)."""
     settings = settings or FitSettingsSpec(huber_delta=1e-2, log_loss=False)  # the paper's n:m setting
-    derived: dict[str, object] = {}
+    derived: dict[str, Any] = {}
     if analysis is not None:
         derived = {
             "gain_sparsities": tuple(analysis.gains.sparsities) if analysis.gains else (),
@@ -119,6 +120,7 @@ def _design_blocks(runs: list[RunPlan], fit: FitResult, table: ResultsTable, swe
     from engine.study import adaptive
 
     design = runs[0].spec.analysis.design
+    assert design is not None  # only called for a spec with analysis.design
     sd, interval = adaptive.target_spread(fit, parse_target(design.target), flops_per_param_example(table))
     initial_flops = sum(run.flops_dense for run in adaptive.initial_runs(runs, design))
     summary = adaptive.design_summary(adaptive.read_rounds(sweep_dir), sd, interval, initial_flops,
@@ -135,7 +137,7 @@ HELD_OUT_COLUMN = "held_out"
 def with_held_out_column(table: ResultsTable, held: set[str]) -> ResultsTable:
     """The table with HELD_OUT_COLUMN 1 for the rows of `held` runs, 0 for the others."""
     run_ids = table.extra.get("run_id") or [""] * len(table)
-    flags = [1 if str(run_id) in held else 0 for run_id in run_ids]
+    flags: list[object] = [1 if str(run_id) in held else 0 for run_id in run_ids]
     return replace(table, extra={**table.extra, HELD_OUT_COLUMN: flags})
 
 
@@ -211,10 +213,9 @@ def stack_tables(first: ResultsTable, second: ResultsTable) -> ResultsTable:
 
     keys = list(dict.fromkeys([*first.extra, *second.extra]))
     extra = {k: [*first.extra.get(k, [""] * len(first)), *second.extra.get(k, [""] * len(second))] for k in keys}
-    return table_from_arrays(
-        *(np.concatenate([getattr(first, c), getattr(second, c)]) for c in ("sparsity", "nonzeros", "data", "loss")),
-        extra=extra, source=f"{first.source} + {second.source}",
-    )
+    sparsity, nonzeros, data, loss = (np.concatenate([getattr(first, c), getattr(second, c)])
+                                      for c in ("sparsity", "nonzeros", "data", "loss"))
+    return table_from_arrays(sparsity, nonzeros, data, loss, extra=extra, source=f"{first.source} + {second.source}")
 
 
 def _holdout_expression(holdout, rows: list[dict], runs: list[RunPlan]) -> str:

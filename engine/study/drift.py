@@ -71,7 +71,8 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _training_part(record: dict[str, Any]) -> dict[str, Any]:
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    spec = record.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
     return {
         "dims": record.get("dims"),
         "spec": {key: value for key, value in spec.items() if key in TRAINING_SECTIONS},

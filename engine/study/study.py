@@ -69,9 +69,9 @@ class Study:
             return self.run_adaptive(runs)
         selected = self.selected(runs)
         check_pretrained_sources(selected)  # before anything of this sweep is written
-        code = self.train_selected(runs, selected)
-        if code is not None:
-            return code
+        stop = self.train_selected(runs, selected)
+        if stop is not None:
+            return stop
         from engine.study.sweep import is_primary
 
         if is_primary() and self.options.report:  # process 0 fits and reports
@@ -110,6 +110,7 @@ class Study:
             raise UserError("analysis.design runs on one process: start it without jax.distributed "
                             "(use --executor ray or slurm to spread each round's runs)")
         design = runs[0].spec.analysis.design
+        assert design is not None  # run() takes this path only for a spec with analysis.design
         sweep_dir = runs[0].run_dir.parent
         initial = adaptive.initial_runs(runs, design)
         budget = design.budget * sum(run.flops_dense for run in initial)

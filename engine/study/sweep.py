@@ -280,7 +280,7 @@ def _train_claimed(
         summary.skipped += 1
         return "next"
     primary = held is not None
-    if primary:
+    if held is not None:
         claims.record_attempt(held, status.step)
     if status.state == "partial":
         resume_from = last_complete_checkpoint(run.run_dir)
@@ -303,7 +303,7 @@ def _train_claimed(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             outcome = train_run(setup, run.run_dir, on_progress)
-        if primary and held.lost:
+        if held is not None and held.lost:
             warn(f"run {run.run_id}: another process took over its claim while it trained; "
                  "its result is left to that process")
             return "next"
