@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data", help="prepare the shared data cache of a spec, or summarise it",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                    help="prepare: build the cache of a spec's file sources; summary: what it holds")
     for name, text in (("prepare", "tokenize (or index) the spec's data files into the shared cache"),
                        ("summary", "examples and tokens each source holds against what each run needs")):
         action = actions.add_parser(name, help=text, description=text)
