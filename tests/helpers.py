@@ -14,6 +14,7 @@ import optax
 import orbax.checkpoint as ocp
 from scipy.optimize import minimize_scalar
 
+from engine.data.layouts import EOS_ID, PAD_ID
 from engine.fit.law import LawCoefficients, predict_loss
 from engine.models import Params
 from engine.planning.costs import c_mul_from_alpha
@@ -57,3 +58,25 @@ def optimal_sparsity_numerical(
         loss_at, bounds=(np.log(1e-12), 0.0), method="bounded", options={"xatol": 1e-12}
     )
     return float(-np.expm1(result.x))
+
+
+def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int, sentinels: int) -> np.ndarray:
+    """Undo span corruption for one example: splice each target span back at its sentinel.
+    Used by tests to prove no token is lost or reordered."""
+    is_sentinel = lambda token: vocab_size - sentinels <= token < vocab_size  # noqa: E731
+    spans: dict[int, list[int]] = {}
+    current: int | None = None
+    for token in targets.tolist():
+        if token in (EOS_ID, PAD_ID):
+            break
+        if is_sentinel(token):
+            current = token
+            spans[current] = []
+        elif current is not None:
+            spans[current].append(token)
+    restored: list[int] = []
+    for token in inputs.tolist():
+        if token == EOS_ID:
+            break
+        restored.extend(spans[token] if is_sentinel(token) else [token])
+    return np.asarray(restored, dtype=np.int32)

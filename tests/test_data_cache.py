@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus import copy_stdlib_corpus
 
 from engine.data import build_source
 from engine.data.cache import TextSource, TokenStream, cache_root, find_manifest, prepare_tokens
-from engine.data.corpus import copy_stdlib_corpus
 from engine.data.layouts import EOS_ID
 from engine.data.sentencepiece_training import SentencePieceTraining, trained_model
 from engine.data.tokenizers import BYTE_OFFSET, SHIFT, TokenizerRef

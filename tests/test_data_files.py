@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus import copy_stdlib_corpus
 
 from engine.data import DataRepeatWarning, build_source
-from engine.data.corpus import copy_stdlib_corpus
 from engine.data.tokenizers import BYTE_OFFSET
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims

@@ -9,10 +9,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from corpus import copy_stdlib_corpus
 from helpers import final_params
 
 from engine.cli import main
-from engine.data.corpus import copy_stdlib_corpus
 from engine.planning.plan import plan_experiment
 from engine.training.build import build_setup
 from engine.training.loop import train_run

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import reconstruct
 
 from engine.data.span_corruption import (
     EOS_ID,
     PAD_ID,
     random_spans_noise_mask,
     raw_length_for_inputs,
-    reconstruct,
     span_corrupt,
     span_counts,
 )

@@ -147,25 +147,3 @@ def corrupt_with_mask(
         "inputs": _replace_spans_with_sentinels(tokens, noise, vocab_size, counts.inputs_length),
         "targets": _replace_spans_with_sentinels(tokens, ~noise, vocab_size, targets_length),
     }
-
-
-def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int, sentinels: int) -> np.ndarray:
-    """Undo span corruption for one example: splice each target span back at its sentinel.
-    Used by tests to prove no token is lost or reordered."""
-    is_sentinel = lambda token: vocab_size - sentinels <= token < vocab_size  # noqa: E731
-    spans: dict[int, list[int]] = {}
-    current: int | None = None
-    for token in targets.tolist():
-        if token in (EOS_ID, PAD_ID):
-            break
-        if is_sentinel(token):
-            current = token
-            spans[current] = []
-        elif current is not None:
-            spans[current].append(token)
-    restored: list[int] = []
-    for token in inputs.tolist():
-        if token == EOS_ID:
-            break
-        restored.extend(spans[token] if is_sentinel(token) else [token])
-    return np.asarray(restored, dtype=np.int32)
