@@ -36,7 +36,7 @@ from engine.data.cache import (
 )
 from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
 from engine.data.prefetch import prefetched
-from engine.data.shuffle import ExampleOrder
+from engine.data.shuffle import ExampleOrder, process_share
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims
 
@@ -269,14 +269,11 @@ class ImageRecords:
         return {"images": images.astype(np.float32) * np.float32(1.0 / 255.0), "labels": labels}
 
     def batch(self, step: int) -> Batch:
-        if step < 0:
-            raise ValueError(f"step must be non-negative, got {step}")
+        positions = process_share(step, self.examples_per_step, self._index, self._count)
         end = (step + 1) * self.examples_per_step
         if end > self.available_examples:
             self._on_repeat(end)
-        share = self.examples_per_step // self._count
-        first = step * self.examples_per_step + self._index * share
-        return self._examples([self.order.train_example(g) for g in range(first, first + share)])
+        return self._examples([self.order.train_example(g) for g in positions])
 
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
         """Steps start..stop-1 in order, read ahead in a background thread while the caller trains."""

@@ -52,3 +52,13 @@ class ExampleOrder:
         shuffled = self._index_shuffle(index=offset, max_index=self.train_examples - 1,
                                  seed=self._epoch_keys[epoch], rounds=ROUNDS)
         return self._split(self.eval_examples + shuffled)
+
+
+def process_share(step: int, examples_per_step: int, index: int, count: int) -> range:
+    """The positions in the global training order that process `index` of `count` reads at `step`:
+    its contiguous share of the step's batch (the processes' shares are disjoint and cover it)."""
+    if step < 0:
+        raise ValueError(f"step must be non-negative, got {step}")
+    share = examples_per_step // count
+    first = step * examples_per_step + index * share
+    return range(first, first + share)

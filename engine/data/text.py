@@ -25,7 +25,7 @@ from engine.data.prefetch import prefetched
 from engine.data.progress import byte_progress
 from engine.data.readers import TextFormat
 from engine.data.sentencepiece_training import SentencePieceTraining, existing_model, trained_model
-from engine.data.shuffle import ExampleOrder
+from engine.data.shuffle import ExampleOrder, process_share
 from engine.data.span_corruption import corrupt_with_mask, random_spans_noise_mask
 from engine.data.tokenizers import TokenizerRef, tokenizer_ref
 from engine.errors import UserError
@@ -161,16 +161,13 @@ class TextFiles:
 
     def batch(self, step: int) -> Batch:
         """This process's rows of training step `step`."""
-        if step < 0:
-            raise ValueError(f"step must be non-negative, got {step}")
+        positions = process_share(step, self.examples_per_step, self._index, self._count)
         end = (step + 1) * self.examples_per_step
         if end > self.available_examples:
             self._on_repeat(end)
-        share = self.examples_per_step // self._count
-        first = step * self.examples_per_step + self._index * share
-        rows = np.stack([self.stream[self.order.train_example(g)] for g in range(first, first + share)])
+        rows = np.stack([self.stream[self.order.train_example(g)] for g in positions])
         return self._format(rows, rng_for(self.seed, CORRUPTION_STREAM, step), self.examples_per_step,
-                            self._index * share)
+                            self._index * len(positions))
 
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
         """Steps start..stop-1 in order, read ahead in a background thread while the caller trains."""
