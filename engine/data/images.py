@@ -16,7 +16,6 @@ import io
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from engine.data.cache import (
     file_digest,
     run_per_file,
 )
-from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
+from engine.data.finite import OnExhausted, check_budget
 from engine.data.prefetch import prefetched
 from engine.data.shuffle import ExampleOrder, process_share
 from engine.errors import UserError
@@ -285,10 +284,6 @@ class ImageRecords:
                 for start in range(0, self.order.eval_examples, size)]
 
     def _on_repeat(self, needed: int) -> None:
-        message = exhaustion_message(self.name, self.available_examples, needed)
-        if self.settings.on_exhausted == "refuse":
-            raise UserError(f"{message}; refusing to repeat data (set on_exhausted: warn to allow it)")
-        if not self._warned:
-            warnings.warn(f"{message}; repeating it with a fresh permutation per epoch", DataRepeatWarning,
-                          stacklevel=3)
+        if not self._warned:  # check_budget refuses (every time) or warns (said once)
+            check_budget(self.name, self.available_examples, needed, self.settings.on_exhausted)
             self._warned = True

@@ -10,7 +10,6 @@ runs. Each of several jax.distributed processes reads only its own rows of every
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from engine.data.base import CORRUPTION_STREAM, EVAL_STREAM, Batch, fingerprint_of, rng_for
 from engine.data.cache import TextSource, TokenManifest, TokenStream, find_manifest, prepare_tokens
-from engine.data.finite import DataRepeatWarning, OnExhausted, check_budget, exhaustion_message
+from engine.data.finite import OnExhausted, check_budget
 from engine.data.layouts import TokenLayout, token_layout
 from engine.data.prefetch import prefetched
 from engine.data.progress import byte_progress
@@ -182,10 +181,6 @@ class TextFiles:
         return batches
 
     def _on_repeat(self, needed: int) -> None:
-        message = exhaustion_message(self.name, self.available_examples, needed)
-        if self.settings.on_exhausted == "refuse":
-            raise UserError(f"{message}; refusing to repeat data (set on_exhausted: warn to allow it)")
-        if not self._warned:
-            warnings.warn(f"{message}; repeating it with a fresh permutation per epoch", DataRepeatWarning,
-                          stacklevel=3)
+        if not self._warned:  # check_budget refuses (every time) or warns (said once)
+            check_budget(self.name, self.available_examples, needed, self.settings.on_exhausted)
             self._warned = True
