@@ -103,25 +103,35 @@ class RunPreempted(Exception):
         self.step = step
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks between steps (Orbax's own preemption check
-    needs jax.distributed; on one host we handle the signal ourselves, RELIABILITY.md)."""
+class _StopSignals:
+    """Turns SIGTERM and SIGINT into flags the loop checks between steps.
+
+    SIGTERM (a preemption notice; Orbax's own preemption check needs jax.distributed) checkpoints
+    and stops. SIGINT (Ctrl-C) stops between two steps by raising KeyboardInterrupt there: raised
+    wherever the main thread happened to be, it could land inside Orbax's save, which logs it and
+    goes on, so the run would continue to its end. A second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.raised = False
-        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
+        self.preempted = False
+        self.interrupted = False
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _SigtermFlag:
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._set)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._preempt)
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
-    def _set(self, signum: int, frame: object) -> None:
-        self.raised = True
+    def _preempt(self, signum: int, frame: FrameType | None) -> None:
+        self.preempted = True
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 @dataclass(frozen=True)
@@ -314,7 +324,7 @@ def train_run(
     # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
     # compete with XLA's threads for the same cores; batches are bit-identical either way.
     failed = True  # until the run has trained to its end
-    with _SigtermFlag() as sigterm, threadpool_limits(limits=1, user_api="blas"):
+    with _StopSignals() as signals, threadpool_limits(limits=1, user_api="blas"):
         try:
             if primary:
                 logs = RunLogs(run_dir, start, setup.logging)
@@ -343,7 +353,9 @@ def train_run(
                         logs.write(record)
                     if on_progress is not None:
                         on_progress(done, losses[-1][1])
-                if sigterm.raised and done != setup.steps:
+                if signals.interrupted:
+                    raise KeyboardInterrupt  # between steps: the sweep records where it stopped
+                if signals.preempted and done != setup.steps:
                     checkpoint(done)
                     store.wait()  # committed, with its manifest, before we say so
                     raise RunPreempted(done)
