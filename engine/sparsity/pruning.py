@@ -93,9 +93,15 @@ def masked_pruning(
     sparsified: PyTree,
     schedule: Schedule,
     pattern: Pattern,
+    pack_axis: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap `inner` with magnitude pruning of the tensors marked True in `sparsified` (a pytree
-    of Python bools shaped like the params), following `schedule` with `pattern`."""
+    of Python bools shaped like the params), following `schedule` with `pattern`.
+
+    `pack_axis`: the vmap axis of a run pack (engine/training/loop.py). Under vmap a `lax.cond`
+    on a per-run predicate becomes a select that computes both branches, i.e. new masks at every
+    step (1.6x the step time measured at d_model 40); instead the pack takes the branch when any
+    of its runs is at an update step, and each run keeps its old masks unless it is."""
     checkable = isinstance(schedule.target, numbers.Real)  # not when traced: checked when built
     if isinstance(pattern, NM) and checkable and schedule.target > pattern.sparsity + _TOLERANCE:
         raise ValueError(
@@ -124,13 +130,17 @@ def masked_pruning(
             updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
             return updates, MaskedPruningState(optax.safe_increment(state.count), None, inner_state)
         else:
-            masks = lax.cond(
-                schedule.is_update_step(state.count),
-                lambda p, _: scheduled_masks(p, sparsified, schedule, pattern, state.count),
-                lambda _, old: old,
-                params,
-                state.masks,
-            )
+            update = schedule.is_update_step(state.count)
+
+            def recompute(p: PyTree, old: PyTree) -> PyTree:
+                new = scheduled_masks(p, sparsified, schedule, pattern, state.count)
+                if pack_axis is None:
+                    return new
+                return jax.tree.map(lambda n, o: jnp.where(update, n, o), new, old)
+
+            # In a pack, the same branch for every run: taken when any of them updates.
+            any_update = update if pack_axis is None else lax.psum(update.astype(jnp.int32), pack_axis) > 0
+            masks = lax.cond(any_update, recompute, lambda _, old: old, params, state.masks)
         updates, inner_state = inner.update(
             updates, state.inner_state, params, masks=masks, **extra_args
         )

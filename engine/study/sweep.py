@@ -20,9 +20,11 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -46,7 +49,15 @@ from engine.results import append_result, atomic_write_text, warn, write_status
 from engine.study import claims
 from engine.study.drift import drift, run_record
 from engine.training.build import build_setup
-from engine.training.loop import RunDiverged, RunPreempted, RunSetup, train_run
+from engine.training.loop import (
+    RunDiverged,
+    RunOutcome,
+    RunPreempted,
+    RunSetup,
+    pack_capacity,
+    programs_key,
+    train_pack,
+)
 
 
 @dataclass
@@ -220,33 +231,171 @@ def train_sweep(
     if summary.skipped:
         console.print(f"{summary.skipped} of {len(runs)} runs already done or failed: skipped")
     check_drift(todo, allow_drift, console)
+    labels = {run.run_id: f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} S={run.sparsity:g} steps={run.steps}"
+              for index, run in enumerate(todo)}
     with _progress(console) as progress:
         sweep_task = progress.add_task("sweep", total=len(todo), info="")
-        for index, run in enumerate(todo):
-            label = (f"run {index + 1}/{len(todo)} {run.run_id} d={run.d_model} "
-                     f"S={run.sparsity:g} steps={run.steps}")
+        for pack in run_packs(todo):
+            members = []
+            for run, setup in pack:
+                try:
+                    # Multi-host: process 0 claims for the whole cluster; the others follow its word.
+                    held = claims.claim(run.run_dir) if is_primary() else None
+                except OSError as error:
+                    raise disk_error(error, f"run {run.run_id}") from None
+                if not agree(held is not None):
+                    console.print(f"run {run.run_id}: being trained by "
+                                  f"{claims.describe(claims.current_holder(run.run_dir))}; skipped")
+                    summary.busy += 1
+                    progress.advance(sweep_task)
+                    continue
+                member = _start(run, setup, held, labels[run.run_id], progress, console, summary, retry_failed)
+                if member is None:
+                    progress.advance(sweep_task)
+                else:
+                    members.append(member)
             try:
-                # Multi-host: process 0 claims for the whole cluster; the others follow its word.
-                held = claims.claim(run.run_dir) if is_primary() else None
-            except OSError as error:
-                raise disk_error(error, f"run {run.run_id}") from None
-            if not agree(held is not None):
-                console.print(f"run {run.run_id}: being trained by "
-                              f"{claims.describe(claims.current_holder(run.run_dir))}; skipped")
-                summary.busy += 1
-                progress.advance(sweep_task)
-                continue
-            try:
-                outcome = _train_claimed(run, held, label, progress, console, summary, retry_failed)
+                stop = _train_members(members, progress, console, summary)
             finally:
-                if held is not None:
-                    claims.release(held)
-            progress.advance(sweep_task)
-            if outcome == "stop":
+                for member in members:
+                    if member.held is not None:
+                        claims.release(member.held)
+            progress.advance(sweep_task, len(members))
+            if stop:
                 break
     for failure in summary.failures:
         console.print(f"[red]failed[/red] {failure}")
     return summary
+
+
+def run_packs(runs: list[RunPlan]) -> list[list[tuple[RunPlan, RunSetup]]]:
+    """The runs grouped into packs (engine/training/loop.py train_pack), in sweep order of each
+    pack's first run: runs that share compiled programs and batch shape, at most `run.pack_size`
+    of them, or as many as `pack_capacity` lets one device hold. Every setup is built here, so a
+    spec problem of a later run stops the sweep before anything trains."""
+    setups = [(run, _with_injected_nan(build_setup(run), run.run_id)) for run in runs]
+    if jax.process_count() > 1:  # every process must take the same runs in the same order: alone
+        return [[pair] for pair in setups]
+    groups: dict[tuple[Any, ...], list[tuple[RunPlan, RunSetup]]] = {}
+    for run, setup in setups:
+        key = (programs_key(setup), setup.data.examples_per_step, type(setup.data).__name__)
+        groups.setdefault(key, []).append((run, setup))
+    packs: list[list[tuple[RunPlan, RunSetup]]] = []
+    for group in groups.values():
+        run, setup = group[0]
+        size = run.spec.run.pack_size or pack_capacity(setup)
+        packs.extend(group[start:start + size] for start in range(0, len(group), size))
+    return packs
+
+
+@dataclass
+class _Member:
+    """A claimed run about to train in a pack, with what its record needs."""
+
+    run: RunPlan
+    setup: RunSetup
+    held: claims.Claim | None  # None on the processes of a multi-host run other than 0
+    task: TaskID
+    reached: int  # the last step reported, for an interruption's record
+
+    @property
+    def primary(self) -> bool:
+        return self.held is not None
+
+
+def _start(
+    run: RunPlan, setup: RunSetup, held: claims.Claim | None, label: str, progress: Progress, console: Console,
+    summary: SweepSummary, retry_failed: bool,
+) -> _Member | None:
+    """A claimed run ready to train (its record and status written), or None when another
+    process finished it meanwhile."""
+    status = read_status(run.run_dir)  # under the claim: another process may have finished it
+    if not agree(_wanted(status.state, retry_failed)):
+        console.print(f"run {run.run_id}: {status.describe()} meanwhile (another process); skipped")
+        summary.skipped += 1
+        if held is not None:
+            claims.release(held)
+        return None
+    if held is not None:
+        claims.record_attempt(held, status.step)
+    if status.state == "partial":
+        resume_from = last_complete_checkpoint(run.run_dir)
+        console.print(f"resuming run {run.run_id} from step {resume_from}" if resume_from is not None
+                      else f"run {run.run_id} was started before but has no complete checkpoint: starting from step 0")
+    try:
+        if held is not None:
+            write_run_spec(run)
+            write_status(run.run_dir, "running", status.step or 0)  # a resumed run keeps its step
+    except OSError as error:
+        raise disk_error(error, f"run {run.run_id}") from None
+    return _Member(run, setup, held, progress.add_task(label, total=run.steps, info=""), status.step or 0)
+
+
+def _train_members(members: list[_Member], progress: Progress, console: Console, summary: SweepSummary) -> bool:
+    """Train a pack's members and record each one's outcome; True when the sweep must stop."""
+    if not members:
+        return False
+    started = time.perf_counter()
+
+    def reporter(member: _Member) -> Callable[[int, float], None]:
+        def on_progress(step: int, loss: float) -> None:
+            member.reached = step
+            rate = step / max(time.perf_counter() - started, 1e-9)
+            progress.update(member.task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
+        return on_progress
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            outcomes = train_pack([(m.setup, m.run.run_dir, reporter(m)) for m in members])
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, then let the command stop
+        for member in members:
+            if member.primary:
+                record_interrupt(member.run, member.reached, console)
+        raise
+    except OSError as error:
+        raise disk_error(error, ", ".join(f"run {m.run.run_id}" for m in members)) from None
+    stop = False
+    for member, outcome in zip(members, outcomes, strict=True):
+        stop = _record(member, outcome, progress, console, summary) or stop
+    return stop
+
+
+def _record(
+    member: _Member, outcome: RunOutcome | RunDiverged | RunPreempted, progress: Progress, console: Console,
+    summary: SweepSummary,
+) -> bool:
+    """One member's outcome in its status, the results and the summary; True when the sweep must stop."""
+    run = member.run
+    if isinstance(outcome, RunPreempted):
+        console.print(f"run {run.run_id}: {outcome}; `engine run` again resumes it")
+        summary.preempted = True
+        return True
+    if isinstance(outcome, RunDiverged):
+        if member.primary:
+            write_status(run.run_dir, "failed", outcome.step, str(outcome))
+        summary.failed += 1
+        summary.failures.append(f"run {run.run_id} at step {outcome.step}: {outcome}")
+        console.print(f"[red]run {run.run_id} failed[/red]: {outcome}")
+        progress.remove_task(member.task)
+        if run.spec.run.failure_policy == "fail_fast":
+            summary.stopped_early = True
+            return True
+        return False
+    progress.remove_task(member.task)
+    if member.held is not None and member.held.lost:
+        warn(f"run {run.run_id}: another process took over its claim while it trained; "
+             "its result is left to that process")
+        return False
+    try:
+        if member.primary:
+            append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
+            write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
+    except OSError as error:
+        raise disk_error(error, f"run {run.run_id}") from None
+    progress.update(progress.task_ids[0], info=f"last {run.run_id}: loss {outcome.final_eval_loss:.4f}")
+    summary.trained += 1
+    return False
 
 
 def is_primary() -> bool:
@@ -266,72 +415,3 @@ def agree(decision: bool) -> bool:
 
 def _wanted(state: str, retry_failed: bool) -> bool:
     return state != "done" and (retry_failed or state != "failed")
-
-
-def _train_claimed(
-    run: RunPlan, held: claims.Claim | None, label: str, progress: Progress, console: Console,
-    summary: SweepSummary, retry_failed: bool,
-) -> str:
-    """Train one claimed run; "stop" when the sweep must not go on. `held` is None on the
-    processes of a multi-host run other than 0: they train, process 0 holds the claim and writes."""
-    status = read_status(run.run_dir)  # under the claim: another process may have finished it
-    if not agree(_wanted(status.state, retry_failed)):
-        console.print(f"run {run.run_id}: {status.describe()} meanwhile (another process); skipped")
-        summary.skipped += 1
-        return "next"
-    primary = held is not None
-    if held is not None:
-        claims.record_attempt(held, status.step)
-    if status.state == "partial":
-        resume_from = last_complete_checkpoint(run.run_dir)
-        console.print(f"resuming run {run.run_id} from step {resume_from}" if resume_from is not None
-                      else f"run {run.run_id} was started before but has no complete checkpoint: starting from step 0")
-    run_task = progress.add_task(label, total=run.steps, info="")
-    started = time.perf_counter()
-    reached = [status.step or 0]  # the last step reported, for an interruption's record
-
-    def on_progress(step: int, loss: float) -> None:
-        reached[0] = step
-        rate = step / max(time.perf_counter() - started, 1e-9)
-        progress.update(run_task, completed=step, info=f"loss {loss:.4f} {rate:.0f} step/s")
-
-    try:
-        setup = _with_injected_nan(build_setup(run), run.run_id)
-        if primary:
-            write_run_spec(run)
-            write_status(run.run_dir, "running", status.step or 0)  # a resumed run keeps its step
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            outcome = train_run(setup, run.run_dir, on_progress)
-        if held is not None and held.lost:
-            warn(f"run {run.run_id}: another process took over its claim while it trained; "
-                 "its result is left to that process")
-            return "next"
-        if primary:
-            append_result(run.run_dir.parent, result_row(run, outcome.final_eval_loss, outcome.wall_s))
-            write_status(run.run_dir, "done", run.steps, None, eval_loss=outcome.final_eval_loss)
-    except KeyboardInterrupt:  # Ctrl-C: say what is kept, then let the command stop
-        if primary:
-            record_interrupt(run, reached[0], console)
-        raise
-    except RunPreempted as preempted:
-        console.print(f"run {run.run_id}: {preempted}; `engine run` again resumes it")
-        summary.preempted = True
-        return "stop"
-    except RunDiverged as diverged:
-        if primary:
-            write_status(run.run_dir, "failed", diverged.step, str(diverged))
-        summary.failed += 1
-        summary.failures.append(f"run {run.run_id} at step {diverged.step}: {diverged}")
-        console.print(f"[red]run {run.run_id} failed[/red]: {diverged}")
-        progress.remove_task(run_task)
-        if run.spec.run.failure_policy == "fail_fast":
-            summary.stopped_early = True
-            return "stop"
-        return "next"
-    except OSError as error:
-        raise disk_error(error, f"run {run.run_id}") from None
-    progress.remove_task(run_task)
-    progress.update(progress.task_ids[0], info=f"last {run.run_id}: loss {outcome.final_eval_loss:.4f}")
-    summary.trained += 1
-    return "next"

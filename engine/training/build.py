@@ -114,10 +114,10 @@ class OptimizerRecipe:
     sparsified: tuple[bool, ...]  # the sparsified tree's leaves ...
     sparsified_def: Any = field(repr=False)  # ... and its structure (a hashable PyTreeDef)
 
-    def __call__(self, schedules: RunSchedules) -> optax.GradientTransformation:
+    def __call__(self, schedules: RunSchedules, pack_axis: str | None = None) -> optax.GradientTransformation:
         inner = inner_optimizer(self.spec, schedules.learning_rate)
         sparsified = jax.tree.unflatten(self.sparsified_def, self.sparsified)
-        return masked_pruning(inner, sparsified, schedules.sparsity, self.pattern)
+        return masked_pruning(inner, sparsified, schedules.sparsity, self.pattern, pack_axis)
 
 
 def optimizer_recipe(spec: OptimizerSpec, sparsified: Any, pattern: Pattern) -> OptimizerRecipe:

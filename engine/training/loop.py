@@ -9,6 +9,7 @@ seed, so a run resumed from its checkpoint at step k continues bit-identically.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +46,12 @@ from engine.training.run_log import RunLogging, RunLogs
 
 PyTree = Any
 ArrayLike = jax.typing.ArrayLike
-# The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step with
-# the schedules traced, so the numbers that differ between runs are arguments, not constants.
-OptimizerFactory = Callable[[PyTree], optax.GradientTransformation]
+class OptimizerFactory(Protocol):
+    """The run's schedules (a pytree of numbers) -> its optimizer. Called inside the compiled step
+    with the schedules traced, so the numbers that differ between runs are arguments, not
+    constants; `pack_axis` names the vmap axis when the step trains a pack of runs."""
+
+    def __call__(self, schedules: PyTree, pack_axis: str | None = None) -> optax.GradientTransformation: ...
 # (the run's schedules, steps taken) -> named values of the schedules after that step, logged next
 # to the losses (the learning rate, the sparsity; engine/training/build.py). Jitted by its maker.
 ScheduleScalars = Callable[[PyTree, ArrayLike], dict[str, jax.Array]]
@@ -186,10 +190,16 @@ class Programs:
     snapshot: Callable[[TrainState], TrainState]
 
 
-def programs_for(setup: RunSetup) -> Programs:
+def programs_key(setup: RunSetup) -> tuple[Any, ...]:
+    """What a run's compiled programs depend on: runs with equal keys share them (and may share
+    a pack, given equal batch shapes)."""
     leaves, treedef = jax.tree.flatten(setup.schedules)
     signature = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.asarray(leaf).dtype) for leaf in leaves)
-    key = (setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout, treedef, signature)
+    return (setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout, treedef, signature)
+
+
+def programs_for(setup: RunSetup) -> Programs:
+    key = programs_key(setup)
     if key not in _kept_programs:
         # One shape's programs at a time: the runs of a shape usually follow one another (a grid
         # with data.steps as its last axis, as in vit_sweep), and JAX keeps every program it has
@@ -207,6 +217,7 @@ _kept_programs: dict[tuple[Any, ...], Programs] = {}
 def forget_programs() -> None:
     """Drop the kept programs and everything JAX has compiled in this process."""
     _kept_programs.clear()
+    _kept_packs.clear()
     jax.clear_caches()
 
 
@@ -282,6 +293,104 @@ def schedule_values(setup: RunSetup, schedules: PyTree, done: int) -> dict[str, 
 
 StepCallback = Callable[[int, float], None]
 
+# The vmap axis of a run pack: runs of one shape trained as one program, each along its own slice.
+PACK_AXIS = "runs"
+
+
+@dataclass(frozen=True)
+class PackPrograms:
+    """A pack's compiled step (vmapped over a leading run axis of the state, batch and schedules)
+    and how to read one run back out of the stacked state."""
+
+    step: Callable[[TrainState, Batch, PyTree, ArrayLike], tuple[TrainState, jax.Array]]
+    member: Callable[[TrainState, ArrayLike], TrainState]
+
+
+def pack_programs_for(setup: RunSetup, size: int) -> PackPrograms:
+    """The vmapped programs of `size` runs shaped like `setup` (kept with the shape's Programs)."""
+    key = (*programs_key(setup), size)
+    if key not in _kept_packs:
+        programs_for(setup)  # a new shape forgets the previous shape's programs, packs included
+        _kept_packs[key] = _compile_pack(setup.loss_fn, setup.optimizer)
+    return _kept_packs[key]
+
+
+_kept_packs: dict[tuple[Any, ...], PackPrograms] = {}
+
+
+def _compile_pack(loss_fn: Callable[[Params, Batch], jax.Array], optimizer: OptimizerFactory) -> PackPrograms:
+    def step(state: TrainState, batch: Batch, schedules: PyTree, active: ArrayLike) -> tuple[TrainState, jax.Array]:
+        new, loss = train_step(state, batch, loss_fn, optimizer(schedules, pack_axis=PACK_AXIS))
+        # A run past its end keeps its state while the longer runs of its pack go on.
+        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), loss
+
+    return PackPrograms(
+        step=jax.jit(jax.vmap(step, axis_name=PACK_AXIS), donate_argnums=0),
+        member=jax.jit(lambda state, index: jax.tree.map(lambda leaf: leaf[index], state)),
+    )
+
+
+# Bytes per activation value kept for the backward pass, per token and width unit of a block
+# (attention and MLP inputs, normalisations, the MLP's wider hidden layer, float32): a generous
+# estimate, since a pack that does not fit fails where a smaller one would have trained.
+_ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER = 4 * 24
+
+
+def pack_capacity(setup: RunSetup, memory_bytes: int | None = None) -> int:
+    """How many runs shaped like `setup` one pack holds by default: half of an accelerator's
+    memory over one run's estimated training footprint (parameters, gradients and optimizer state,
+    twice while a step replaces them, plus the activations of its batch). On a CPU, 1: one run's
+    step already keeps its cores busy, and a vmapped pack trained no faster than its runs one
+    after another (BENCHMARKS.md); `memory_bytes` overrides the device's memory."""
+    device = setup.layout.mesh.devices.flat[0]
+    if memory_bytes is None:
+        if device.platform == "cpu":
+            return 1
+        memory_bytes = _device_memory(device)
+    state = jax.eval_shape(lambda: fresh_state(init_params(setup.dims, jax.random.key(0)), setup.optimizer(setup.schedules)))
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+    dims = setup.dims
+    tokens = setup.data.examples_per_step * setup.data.units_per_example
+    activations = tokens * dims.d_model * (dims.layers + dims.decoder_layers) * _ACTIVATION_BYTES_PER_TOKEN_WIDTH_LAYER
+    per_run = 3 * state_bytes + activations
+    return max(1, int(memory_bytes // 2 // per_run))
+
+
+def _device_memory(device: jax.Device) -> int:
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # a device that does not say: the host's
+
+
+def stack(trees: list[PyTree]) -> PyTree:
+    """Trees of equal structure as one tree with a leading axis (a pack's runs)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+@dataclass(eq=False)
+class _Member:
+    """One run of a pack, as the loop tracks it on the host: its own checkpoints, logs, data and
+    outcome, exactly what it would have trained alone."""
+
+    setup: RunSetup
+    run_dir: Path
+    on_progress: StepCallback | None
+    store: CheckpointStore
+    state: TrainState  # where it starts (restored or fresh); the pack's stacked state takes over
+    resumed_from: int | None
+    started: float
+    eval_batches: list[Batch] = field(default_factory=list)
+    logs: RunLogs | None = None
+    done: int = 0
+    pending: list[tuple[int, jax.Array]] = field(default_factory=list)  # losses not yet read back
+    window: tuple[float, int] = (0.0, 0)  # (start, steps) of the steps/s window
+    outcome: RunOutcome | RunDiverged | RunPreempted | None = None
+
+    @property
+    def training(self) -> bool:
+        return self.outcome is None and self.done < self.setup.steps
+
 
 def train_run(
     setup: RunSetup,
@@ -292,89 +401,197 @@ def train_run(
 
     Returns the final validation loss. Raises RunDiverged on a NaN/inf training loss (the caller
     records the failure) and RunPreempted after saving a checkpoint when SIGTERM arrives."""
+    [outcome] = train_pack([(setup, run_dir, on_progress)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def train_pack(
+    runs: list[tuple[RunSetup, Path, StepCallback | None]],
+) -> list[RunOutcome | RunDiverged | RunPreempted]:
+    """Train (or resume) runs that share one compiled shape together, as one vmapped program with
+    a leading run axis (one run: its plain program, on its own layout). Each run keeps its own
+    checkpoints, logs and outcome, in order; a run that diverges stops there and the others go on;
+    a shorter run stops updating at its end. Runs of different lengths, schedules, seeds and
+    resume points share a pack; they must share `programs_key` and the batch shape.
+
+    vmap batches the matmuls, so a run's numbers may differ from its training alone in the last
+    bits (reduction order), never more: tests/test_packs.py bounds the difference."""
+    packed = len(runs) > 1
+    first = runs[0][0]
+    if packed and any(programs_key(setup) != programs_key(first) for setup, _, _ in runs):
+        raise ValueError("the runs of a pack must share their compiled programs (programs_key)")
+    if packed and (first.layout.mesh.size > 1 or jax.process_count() > 1):
+        raise ValueError("runs on several devices or processes train alone, not in packs")
+    programs = programs_for(first)
+    members = [_start_member(setup, run_dir, on_progress, programs) for setup, run_dir, on_progress in runs]
+    primary = is_primary_process()  # one process writes metrics and status; all of them train
+    layout = first.layout
+    local = getattr(first.data, "process_local", False)  # this process's rows only
+    # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
+    # compete with XLA's threads for the same cores; batches are bit-identical either way.
+    with _StopSignals() as signals, threadpool_limits(limits=1, user_api="blas"):
+        feeds = _Feeds(members)
+        try:
+            for member in members:
+                member.eval_batches = [shard_batch(batch, layout) for batch in member.setup.data.eval_batches()]
+                if primary:
+                    member.logs = RunLogs(member.run_dir, member.done, member.setup.logging)
+                if not member.training:  # restored at its end: evaluated and kept as it is
+                    _finish(member, evaluate(programs.eval, member.state.params, member.eval_batches), primary)
+            schedules = (stack([m.setup.schedules for m in members]) if packed
+                         else replicate(first.schedules, layout))  # on the devices once, not every step
+            state = stack([m.state for m in members]) if packed else members[0].state
+            for member in members:
+                member.state = None  # type: ignore[assignment]  # the pack's state holds it now
+            pack = pack_programs_for(first, len(members)) if packed else None
+
+            def member_state(index: int) -> TrainState:
+                """A run's state out of the pack: a copy, which an async save may read while the
+                next step donates the pack's buffers."""
+                return pack.member(state, np.int32(index)) if pack is not None else programs.snapshot(state)
+
+            def checkpoint(index: int, member: _Member) -> None:
+                member.store.save(member.done, member_state(index), {"step": member.done})
+                if primary:
+                    write_status(member.run_dir, "running", member.done)
+                if member.logs is not None:
+                    member.logs.flush()  # what TensorBoard shows keeps up with the checkpoints
+
+            for member in members:
+                member.window = (time.perf_counter(), 0)
+            while any(member.training for member in members):
+                training = [member.training for member in members]
+                batches = feeds.next(training)
+                if pack is not None:
+                    state, losses = pack.step(state, stack(batches), schedules, np.asarray(training))
+                else:
+                    state, losses = programs.step(state, step_batch(batches[0], layout, local), schedules)  # type: ignore[arg-type]
+                for index, member in enumerate(members):
+                    if not training[index]:
+                        continue
+                    member.done += 1
+                    member.pending.append((member.done, losses))
+                    member.window = (member.window[0], member.window[1] + 1)
+                    setup, done = member.setup, member.done
+                    evaluate_now = done % setup.eval_every == 0 or done == setup.steps
+                    if evaluate_now or done % setup.log_every == 0:
+                        last = _read_losses(member, index, packed)
+                        if last is None:  # diverged: this run stops, the pack goes on without it
+                            continue
+                        record = _log_record(member, last, member_state(index).params if evaluate_now else None,
+                                             programs.eval)
+                        if done == setup.steps:
+                            _finish(member, record["eval_loss"], primary, member_state(index))
+                            continue
+                    if done % setup.checkpoint_every == 0:
+                        checkpoint(index, member)
+                if signals.interrupted:
+                    raise KeyboardInterrupt  # between steps: the sweep records where each run stopped
+                if signals.preempted:
+                    for index, member in enumerate(members):
+                        if member.training:
+                            checkpoint(index, member)
+                            member.store.wait()  # committed, with its manifest, before we say so
+                            member.outcome = RunPreempted(member.done)
+            for member in members:
+                member.store.wait()
+        finally:
+            feeds.close()  # a run that stops early stops its prefetch threads
+            for member in members:
+                member.store.close()
+                if member.logs is not None:
+                    member.logs.close(not isinstance(member.outcome, RunOutcome))
+    outcomes = [member.outcome for member in members]
+    assert all(outcome is not None for outcome in outcomes)  # every run ended one way or another
+    return outcomes  # type: ignore[return-value]
+
+
+def _start_member(setup: RunSetup, run_dir: Path, on_progress: StepCallback | None, programs: Programs) -> _Member:
+    """A run where it starts: its latest checkpoint (resuming is not an init: a run with its own
+    checkpoints continues from them, laid out on this run's mesh whatever mesh saved them), else
+    step 0."""
     started = time.perf_counter()
     store = CheckpointStore(run_dir / "checkpoints", keep=setup.keep_checkpoints)
-    programs = programs_for(setup)
-    layout = setup.layout
-    schedules = replicate(setup.schedules, layout)  # on the devices once, not every step
-    # Resuming is not an init: a run with its own checkpoints continues from them, laid out on
-    # this run's mesh whatever mesh saved them.
     restored = store.restore_latest(programs.target)
-    resumed_from = None
     if restored is not None:
         state, resumed_from = restored.state, restored.step
     else:
-        state = place_initial_state(setup, programs, schedules)
-    start = int(state.step)
-    primary = is_primary_process()  # one process writes metrics and status; all of them train
-    logs: RunLogs | None = None
-    step_fn, eval_step = programs.step, programs.eval
-    eval_batches = [shard_batch(batch, layout) for batch in setup.data.eval_batches()]
+        state, resumed_from = place_initial_state(setup, programs, replicate(setup.schedules, setup.layout)), None
+    member = _Member(setup, run_dir, on_progress, store, state, resumed_from, started)
+    member.done = int(state.step)
+    return member
 
-    def checkpoint(step: int) -> None:
-        store.save(step, programs.snapshot(state), {"step": step})
-        if primary:
-            write_status(run_dir, "running", step)
-        if logs is not None:
-            logs.flush()  # what TensorBoard shows keeps up with the checkpoints
 
-    # Sources of the prepared cache read the next batches while a step computes.
-    batches = step_batches(setup.data, start, setup.steps)
-    local = getattr(setup.data, "process_local", False)  # this process's rows only
-    # One BLAS thread while training: numpy's (the synthetic data's teacher network) would otherwise
-    # compete with XLA's threads for the same cores; batches are bit-identical either way.
-    failed = True  # until the run has trained to its end
-    with _StopSignals() as signals, threadpool_limits(limits=1, user_api="blas"):
-        try:
-            if primary:
-                logs = RunLogs(run_dir, start, setup.logging)
-            pending: list[tuple[int, jax.Array]] = []  # losses not yet read back: dispatch stays async
-            window_start, window_steps = time.perf_counter(), 0
-            for step in range(start, setup.steps):
-                state, loss = step_fn(state, step_batch(next(batches), layout, local), schedules)
-                pending.append((step + 1, loss))
-                window_steps += 1
-                done = step + 1
-                evaluate_now = done % setup.eval_every == 0 or done == setup.steps
-                if evaluate_now or done % setup.log_every == 0:
-                    losses = [(k, float(value)) for k, value in pending]
-                    pending.clear()
-                    for k, value in losses:
-                        if not math.isfinite(value):
-                            raise RunDiverged(k, value)
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": done, "train_loss": losses[-1][1],
-                              "steps_per_s": window_steps / max(elapsed, 1e-9),
-                              **schedule_values(setup, schedules, done)}
-                    window_start, window_steps = time.perf_counter(), 0
-                    if evaluate_now:
-                        record["eval_loss"] = evaluate(eval_step, state.params, eval_batches)
-                    if logs is not None:
-                        logs.write(record)
-                    if on_progress is not None:
-                        on_progress(done, losses[-1][1])
-                if signals.interrupted:
-                    raise KeyboardInterrupt  # between steps: the sweep records where it stopped
-                if signals.preempted and done != setup.steps:
-                    checkpoint(done)
-                    store.wait()  # committed, with its manifest, before we say so
-                    raise RunPreempted(done)
-                if done % setup.checkpoint_every == 0 and done != setup.steps:
-                    checkpoint(done)
-            # The loop evaluated its last step; a run restored at its end evaluates here.
-            final_loss = (record["eval_loss"] if start < setup.steps
-                          else evaluate(eval_step, state.params, eval_batches))
-            if start < setup.steps or not store.steps():
-                store.save(setup.steps, state, {"step": setup.steps, "eval_loss": final_loss})
-            store.wait()
-            failed = not math.isfinite(final_loss)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # a run that stops early stops its prefetch thread
-            store.close()
-            if logs is not None:
-                logs.close(failed)
+def _read_losses(member: _Member, index: int, packed: bool) -> float | None:
+    """The member's losses since the last read (this waits for their steps); its last one, or
+    None after recording a NaN/inf one as the run's divergence."""
+    losses = [(k, float(value[index] if packed else value)) for k, value in member.pending]
+    member.pending.clear()
+    for k, value in losses:
+        if not math.isfinite(value):
+            member.outcome = RunDiverged(k, value)
+            return None
+    return losses[-1][1]
+
+
+def _log_record(
+    member: _Member, train_loss: float, params: Params | None, eval_step: Callable[[Params, Batch], dict[str, jax.Array]]
+) -> dict[str, float]:
+    """Write the member's log record after its `done` steps (with an evaluation when `params`)."""
+    setup, done = member.setup, member.done
+    started, steps = member.window
+    record = {"step": done, "train_loss": train_loss,
+              "steps_per_s": steps / max(time.perf_counter() - started, 1e-9),
+              **schedule_values(setup, setup.schedules, done)}
+    member.window = (time.perf_counter(), 0)
+    if params is not None:
+        record["eval_loss"] = evaluate(eval_step, params, member.eval_batches)
+    if member.logs is not None:
+        member.logs.write(record)
+    if member.on_progress is not None:
+        member.on_progress(done, train_loss)
+    return record
+
+
+def _finish(member: _Member, final_loss: float, primary: bool, state: TrainState | None = None) -> None:
+    """A member at its last step: its final checkpoint (unless it was restored at its end) and outcome."""
+    if state is not None or not member.store.steps():
+        member.store.save(member.setup.steps, state if state is not None else member.state,
+                          {"step": member.setup.steps, "eval_loss": final_loss})
     if not math.isfinite(final_loss):
-        raise RunDiverged(setup.steps, final_loss)
-    return RunOutcome(final_loss, setup.steps, time.perf_counter() - started, resumed_from)
+        member.outcome = RunDiverged(member.setup.steps, final_loss)
+        return
+    member.outcome = RunOutcome(final_loss, member.setup.steps, time.perf_counter() - member.started,
+                                member.resumed_from)
+
+
+class _Feeds:
+    """The batches of a pack's runs at their next steps. Runs reading the same data from the same
+    step share one reader (a sweep's runs mostly do); prepared-cache sources read ahead while a
+    step computes."""
+
+    def __init__(self, members: list[_Member]) -> None:
+        self.readers: dict[tuple[Any, ...], Any] = {}
+        self.keys = [(m.setup.data.fingerprint, type(m.setup.data).__name__, getattr(m.setup.data, "offset", 0), m.done)
+                     for m in members]
+        for key, member in zip(self.keys, members, strict=True):
+            if key not in self.readers:
+                stop = max(m.setup.steps for k, m in zip(self.keys, members, strict=True) if k == key)
+                self.readers[key] = step_batches(member.setup.data, member.done, max(stop, member.done))
+
+    def next(self, training: list[bool]) -> list[Batch]:
+        """One batch per run; a run that no longer trains gets another run's (its update is dropped)."""
+        fresh: dict[tuple[Any, ...], Batch] = {}
+        for key, wanted in zip(self.keys, training, strict=True):
+            if wanted and key not in fresh:
+                fresh[key] = next(self.readers[key])
+        filler = next(iter(fresh.values()))
+        return [fresh.get(key, filler) for key in self.keys]
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
