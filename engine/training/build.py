@@ -36,6 +36,7 @@ from engine.training.optim import (
     LearningRateSchedule,
     adafactor,
     adamw,
+    clip_by_global_norm,
     constant_lr,
     cosine_lr,
     rsqrt_lr,
@@ -145,9 +146,8 @@ def inner_optimizer(spec: OptimizerSpec, learning_rate: LearningRateSchedule) ->
                           weight_decay=spec.weight_decay)
     if spec.grad_clip_norm is None:
         return optimizer
-    return optax.chain(
-        optax.with_extra_args_support(optax.clip_by_global_norm(spec.grad_clip_norm)), optimizer
-    )
+    # The norm counts unpruned weights' gradients only (docs/science.md: clipping and pruning).
+    return optax.chain(clip_by_global_norm(spec.grad_clip_norm), optimizer)
 
 
 class ContinuedData:
