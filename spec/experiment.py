@@ -54,9 +54,9 @@ class ExperimentSpec(SpecModel):
     @model_validator(mode="after")
     def _parts_fit_the_family(self) -> ExperimentSpec:
         family = self.model.kind
-        if self.sparsity.targets == "backbone_and_embeddings" and family != "t5":
+        if self.sparsity.targets != "backbone" and family != "t5":
             raise cross_field_error(
-                f"targets backbone_and_embeddings is for t5 models only, this is a {family} model", at="sparsity.targets"
+                f"targets {self.sparsity.targets} is for t5 models only, this is a {family} model", at="sparsity.targets"
             )
         budget_fraction = getattr(self.init, "budget_fraction", None)
         if self.data.steps is None and self.data.flops is None and budget_fraction is None:

@@ -93,11 +93,14 @@ class SparsitySpec(SpecModel):
         description="Sparsity pattern: {kind: unstructured} or {kind: nm, n: 2, m: 4}.",
         examples=[{"kind": "unstructured"}, {"kind": "nm", "n": 2, "m": 4}],
     )
-    targets: Literal["backbone", "backbone_and_embeddings"] = Field(
+    targets: Literal["backbone", "backbone_and_embeddings", "backbone_and_matched_embeddings"] = Field(
         default="backbone",
         description=(
-            "Which weights are sparsified, uniformly per tensor: every linear kernel of the transformer "
-            "backbone (attention and MLP), or (t5 only) also the token embedding and LM head."
+            "Which weights are sparsified: every linear kernel of the transformer backbone (attention "
+            "and MLP) at the level; (t5 only) backbone_and_embeddings also prunes the token embedding "
+            "and LM head to the level and counts them in N; backbone_and_matched_embeddings prunes them "
+            "as the paper does, only to the size of the smaller dense model with the backbone's "
+            "non-zeros (level 1 - d'/d, about 1 - sqrt(1 - S)), and N counts the backbone only."
         ),
     )
     schedule: Schedule = Field(

@@ -105,8 +105,10 @@ def test_units_and_availability() -> None:
 def test_reference_losses_leave_a_large_reducible_range() -> None:
     tokens = make("synthetic_tokens", DECODER).reference_losses()
     assert 0.5 < tokens["floor"] < tokens["order_1"] - 0.5 < tokens["trivial"] - 1.0
-    images = make("synthetic_images", VIT).reference_losses()
-    assert 0.1 < images["floor"] < images["trivial"] - 0.2
+    images = make("synthetic_images", VIT).reference_losses()  # summed over classes, as the loss
+    classes = VIT.num_classes
+    assert 0.1 * classes < images["floor"] < images["trivial"] - 0.2 * classes
+    assert images["zero_logits"] == pytest.approx(classes * np.log(2.0))
 
 
 def test_empirical_token_statistics_match_the_process() -> None:

@@ -89,11 +89,38 @@ def _random_batch(dims: ModelDims, batch_size: int, seed: int) -> dict[str, jax.
     return {"tokens": tokens.astype(np.int32)}
 
 
-def test_vit_initial_loss_is_log2() -> None:
-    """Zero-initialised head: every class starts at probability 1/2."""
+def test_vit_initial_loss_is_classes_times_log2() -> None:
+    """Zero-initialised head: every class starts at probability 1/2, and the loss sums classes."""
     dims, params, evaluate, _ = _compiled("vit")
     loss = evaluate(params, _random_batch(dims, 3, seed=0))[0]
-    np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(loss, dims.num_classes * np.log(2.0), rtol=1e-6)
+
+
+def test_vit_loss_sums_classes_and_averages_examples_like_big_vision() -> None:
+    """The paper's loss (big_vision's sigmoid_xent): per-class sigmoid BCE, summed over classes,
+    averaged over examples. The evaluation's definition (sum of loss_sum / sum of weight over
+    batches, engine.training.loop.evaluate) gives the same number on the same batch."""
+    from engine.training.loop import evaluate as evaluate_batches
+
+    dims, params, _, apply = _compiled("vit")
+    batch = _random_batch(dims, 5, seed=3)
+    # A non-zero head, so the logits differ per class and example.
+    head = jax.random.normal(jax.random.key(1), params["head"]["kernel"].shape)
+    params = {**params, "head": {**params["head"], "kernel": head}}
+    logits = np.asarray(apply({"params": params}, batch["images"]), np.float64)
+    labels = np.asarray(batch["labels"], np.float64)
+    p = 1.0 / (1.0 + np.exp(-logits))
+    per_class = -(labels * np.log(p) + (1.0 - labels) * np.log1p(-p))  # [examples, classes]
+    expected = per_class.mean(axis=0).sum()  # per-class BCE averaged over examples, summed
+    train_loss = float(jax.jit(models.loss_fn(dims))(params, batch))
+    np.testing.assert_allclose(train_loss, expected, rtol=1e-5)
+    assert train_loss > 1.5 * per_class.mean()  # not the mean over classes (10 classes here)
+    eval_loss = evaluate_batches(jax.jit(models.metrics_fn(dims)), params, [batch])
+    np.testing.assert_allclose(eval_loss, train_loss, rtol=1e-6)
+    # Split into uneven batches, the evaluation still averages over examples.
+    halves = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
+    np.testing.assert_allclose(evaluate_batches(jax.jit(models.metrics_fn(dims)), params, halves),
+                               train_loss, rtol=1e-5)
 
 
 def test_t5_loss_ignores_padding_targets() -> None:

@@ -79,6 +79,56 @@ def test_update_clipping_ignores_pruned_entries() -> None:
     np.testing.assert_allclose(plain["w"], updates["w"] / plain_rms, rtol=1e-6)
 
 
+def test_grad_clip_norm_counts_only_unpruned_weights_gradients() -> None:
+    """optimizer.grad_clip_norm under masked_pruning: the global norm is over the unpruned weights'
+    gradients (3 and 4 here) and every dense leaf (the bias, 12): 13, not the 316 with the pruned
+    ones, so every gradient is scaled by 2 / 13 before the optimizer sees it."""
+    params = {"w": jnp.array([5.0, 6.0, 0.1, 0.2]), "b": jnp.zeros(1)}
+    grads = {"w": jnp.array([3.0, 4.0, 100.0, 300.0]), "b": jnp.array([12.0])}
+    seen: dict = {}
+
+    def record(updates, state, params=None, **extra):  # what the optimizer after the clip receives
+        seen.update(updates)
+        return updates, state
+
+    def clipped(clip: optax.GradientTransformation) -> dict:
+        tx = sp.masked_pruning(
+            optax.chain(clip, optax.GradientTransformationExtraArgs(optax.init_empty_state, record)),
+            {"w": True, "b": False}, sp.OneShotSchedule(target=0.5, step=0), sp.Unstructured())
+        tx.update(grads, tx.init(params), params)  # the one-shot masks keep 5.0 and 6.0
+        return {k: np.asarray(v) for k, v in seen.items()}
+
+    aware = clipped(optim.clip_by_global_norm(2.0))
+    np.testing.assert_allclose(aware["w"], np.asarray(grads["w"]) * 2.0 / 13.0, rtol=1e-6)
+    np.testing.assert_allclose(aware["b"], [12.0 * 2.0 / 13.0], rtol=1e-6)
+    full = np.sqrt(9 + 16 + 100**2 + 300**2 + 144)
+    plain = clipped(optim.clip_by_global_norm(2.0, sparsity_aware=False))
+    np.testing.assert_allclose(plain["w"], np.asarray(grads["w"]) * 2.0 / full, rtol=1e-6)
+    # Without masks (a dense run) it is optax's clip.
+    ours, _ = optim.clip_by_global_norm(2.0).update(grads, optax.EmptyState())
+    theirs, _ = optax.clip_by_global_norm(2.0).update(grads, optax.EmptyState())
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True))
+
+
+def test_spec_grad_clip_norm_builds_the_unpruned_norm_clip() -> None:
+    """The spec's grad_clip_norm is the masked clip: its first step's updates ignore pruned gradients."""
+    from engine.training.build import inner_optimizer
+    from spec.optimizer import AdafactorOptimizer
+
+    spec = AdafactorOptimizer.model_validate({"kind": "adafactor", "learning_rate": {"kind": "constant", "value": 1.0},
+                                              "grad_clip_norm": 1.0, "relative_step": False, "clip_threshold": None})
+    params = {"w": jnp.array([5.0, 6.0, 0.1, 0.2])}
+    steps = []
+    for pruned_grads in ([100.0, 300.0], [0.0, 0.0]):
+        tx = sp.masked_pruning(inner_optimizer(spec, optim.constant_lr(1.0)), {"w": True},
+                               sp.OneShotSchedule(target=0.5, step=0), sp.Unstructured())
+        state = tx.init(params)
+        for grads in ([3.0, 4.0], [0.3, 0.1]):  # two steps: the clip's scale shows in the second
+            updates, state = tx.update({"w": jnp.array([*grads, *pruned_grads])}, state, params)
+        steps.append(np.asarray(updates["w"][:2]))
+    np.testing.assert_allclose(steps[0], steps[1], rtol=1e-6)
+
+
 def test_without_masks_matches_optax_unfactored_adafactor() -> None:
     """Dense (no masks): the same numbers as optax.adafactor(factored=False)."""
     params = {"w": jax.random.normal(jax.random.key(0), (6, 5)), "b": jnp.zeros(5)}

@@ -6,11 +6,14 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from engine.cli.plan import render_table
 from engine.errors import UserError
+from engine.planning import sizing
 from engine.planning.plan import RunPlan, cost_multiplier, plan_experiment, read_status, source_settings, totals
 from spec.sparsity import SparsitySpec
 
@@ -119,6 +122,29 @@ def test_embeddings_targets_count_embedding_and_head(tmp_path: Path) -> None:
     text = text.replace("{level: 0.5}", "{level: 0.5, targets: backbone_and_embeddings}")
     [with_embeddings] = plan_experiment(write_spec(tmp_path, text, "b.yaml"))
     assert with_embeddings.dense_params - backbone.dense_params == 2 * 32128 * 768
+
+
+@pytest.mark.parametrize("level, dense_width", [(0.75, 384), (0.5, 544), (0.0, 768)])
+def test_matched_embeddings_keep_the_smaller_dense_models_embedding(tmp_path: Path, level: float,
+                                                                      dense_width: int) -> None:
+    """The paper's rule (appendix A): T5's embeddings are pruned only to the size of the smaller
+    dense model with the backbone's non-zeros. t5-base at d = 768 keeps 1/4 of its backbone at
+    S = 0.75: a dense t5 of width 384 has exactly that backbone (both terms scale as d^2 and
+    768 / 2 keeps whole heads and MLP), so the embeddings keep 384 of 768 columns, level 0.5. At
+    S = 0.5 the closest dense width is 544 (768 / sqrt 2 = 543.06). N counts the backbone only."""
+    text = VIT_B16.replace("{kind: vit, preset: vit-b16, d_model: 768}", "{kind: t5, preset: t5-base-v1.1, d_model: 768}")
+    text = text.replace("synthetic_images", "synthetic_tokens").replace("{level: 0.5}", f"{{level: {level}}}")
+    [backbone] = plan_experiment(write_spec(tmp_path, text, "a.yaml"))
+    text = text.replace(f"{{level: {level}}}", f"{{level: {level}, targets: backbone_and_matched_embeddings}}")
+    [matched] = plan_experiment(write_spec(tmp_path, text, "b.yaml"))
+    assert (matched.nonzeros, matched.dense_params) == (backbone.nonzeros, backbone.dense_params)
+    assert backbone.embedding_sparsity is None
+    assert matched.embedding_sparsity == pytest.approx(1 - dense_width / 768)
+    assert matched.to_json()["embedding_sparsity"] == matched.embedding_sparsity
+    # The smaller dense model really has (about) the backbone's non-zeros.
+    dense = sizing.scaled_dims(replace(matched.dims, d_model=1), dense_width, 2048 / 768)
+    assert sizing.sparsified_params(dense) == pytest.approx(matched.nonzeros, rel=0.005)
+    assert "S emb" in render_table([matched]) and "S emb" not in render_table([backbone])
 
 
 @pytest.mark.parametrize(

@@ -143,3 +143,52 @@ def test_programs_are_not_shared_across_optimizer_settings(tmp_path: Path) -> No
     longer = build_setup(_one_shape_runs(tmp_path)[1])
     assert plain.optimizer == longer.optimizer and plain.optimizer != other.optimizer
     assert programs_for(plain) is not programs_for(other)
+
+
+MATCHED_T5 = """
+name: matched
+model:
+  kind: t5
+  base: {layers: 1, decoder_layers: 1, num_heads: 2, mlp_ratio: 2.0, vocab_size: 96, seq_len: 16,
+         target_len: 8, relative_buckets: 8}
+  d_model: 16
+sparsity:
+  level: 0.75
+  targets: backbone_and_matched_embeddings
+  schedule: {kind: gmp, start: 0.25, end: 0.5, interval: 2}
+optimizer: {kind: adafactor, learning_rate: {kind: constant, value: 0.01}, grad_clip_norm: 1.0}
+data: {source: {kind: synthetic_tokens, seed: 0, eval_examples: 16, eval_batch_size: 8}, steps: 8,
+       batch_size: 4, eval_every: 4}
+"""
+
+
+def test_matched_t5_embeddings_end_at_their_planned_level(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """targets backbone_and_matched_embeddings: the backbone ends at S, the token embedding and LM
+    head at the plan's own level (the smaller dense model's embedding size: 1 - 8/16 here)."""
+    spec = tmp_path / "matched.yaml"
+    spec.write_text(MATCHED_T5)
+    [run] = plan_experiment(spec, [f"run.output_dir={tmp_path / 'runs'}"])
+    assert run.embedding_sparsity == pytest.approx(0.5)
+    setup = build_setup(run)
+    train_run(setup, run.run_dir)
+    _, params = final_params(run.run_dir, setup)
+    for name, leaf in (("token_embed", params["token_embed"]["embedding"]), ("lm_head", params["lm_head"]["kernel"])):
+        assert np.count_nonzero(leaf) == leaf.size // 2, name
+    kernels = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+               if "/".join(str(getattr(k, "key", k)) for k in path).endswith("/kernel")
+               and any(part in str(path) for part in ("attn", "mlp"))]
+    assert kernels and all(np.count_nonzero(k) == round(0.25 * k.size) for k in kernels)
+    # `engine inspect` shows the embeddings' own target and keeps them out of N's sparsity.
+    import json
+
+    from engine.cli import main
+    from engine.study.sweep import write_run_spec
+
+    write_run_spec(run)
+    capsys.readouterr()
+    assert main(["inspect", str(run.run_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["embedding_target_sparsity"] == pytest.approx(0.5)
+    assert report["sparsity"] == pytest.approx(0.75)
+    matched = {t["path"] for t in report["tensors"] if t["matched_embedding"]}
+    assert matched == {"token_embed/embedding", "lm_head/kernel"}

@@ -100,7 +100,10 @@ def _coordinate(value: object) -> str:
 
 def render_table(plans: Sequence[RunPlan]) -> str:
     axes = list(plans[0].coordinates) if plans else []
-    header = ["run_id", *axes, "d_model", "N", "N/(1-S)", "steps", "batch", "D", "FLOPs dense", "FLOPs sparse", "init", "status"]
+    # targets backbone_and_matched_embeddings: the embeddings' own level, beside N (backbone only)
+    matched = any(plan.embedding_sparsity is not None for plan in plans)
+    header = ["run_id", *axes, "d_model", "N", "N/(1-S)", *(["S emb"] if matched else []),
+              "steps", "batch", "D", "FLOPs dense", "FLOPs sparse", "init", "status"]
     rows = [
         [
             plan.run_id,
@@ -108,6 +111,7 @@ def render_table(plans: Sequence[RunPlan]) -> str:
             str(plan.d_model),
             _count(plan.nonzeros),
             _count(plan.dense_params),
+            *([f"{plan.embedding_sparsity or 0.0:.4g}"] if matched else []),
             _count(plan.steps),
             str(plan.batch_size),
             f"{_count(plan.data)} {'ex' if plan.data_unit == 'examples' else 'tok'}",

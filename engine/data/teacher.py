@@ -3,8 +3,8 @@
 Images are sparse mixtures of a fixed bank of smooth random patterns (low-pass Gaussian fields,
 so neighbouring pixels correlate like in photographs) plus white noise. Labels come from a fixed
 random MLP over the whole image: logits are standardised per class, divided by the temperature,
-and each label is drawn Bernoulli(sigmoid(logit)). The floor is therefore known exactly: the mean
-Bernoulli entropy of the teacher's probabilities.
+and each label is drawn Bernoulli(sigmoid(logit)). The floor is therefore known exactly: the
+Bernoulli entropy of the teacher's probabilities, summed over classes and averaged over images.
 
 Why the teacher looks like this: a random ReLU/tanh network is mostly linear on Gaussian-like
 inputs, so every student learns it at once and the loss curve is flat. The teacher's hidden
@@ -63,16 +63,17 @@ class ImageTask:
         return flat.reshape((rows, *self.image_shape)), labels
 
     def reference_losses(self, rng: np.random.Generator, rows: int = 65536) -> dict[str, float]:
-        """Monte Carlo sigmoid cross-entropy (mean over classes) of two predictors:
+        """Monte Carlo sigmoid cross-entropy (summed over classes, as the ViT loss is) of:
         `floor`: the teacher's own probabilities (the irreducible loss);
         `trivial`: each class's marginal positive rate (the best input-blind predictor);
-        `zero_logits`: an untrained head predicting 0.5 everywhere (log 2)."""
+        `zero_logits`: an untrained head predicting 0.5 everywhere (classes x log 2)."""
         probabilities = _sigmoid(self.teacher_logits(self.images(rng, rows)).astype(np.float64))
         rate = probabilities.mean(axis=0)
+        classes = probabilities.shape[1]
         return {
-            "floor": float(_bernoulli_entropy(probabilities).mean()),
-            "trivial": float(_bernoulli_entropy(rate).mean()),
-            "zero_logits": float(np.log(2.0)),
+            "floor": float(_bernoulli_entropy(probabilities).sum(axis=1).mean()),
+            "trivial": float(_bernoulli_entropy(rate).sum()),
+            "zero_logits": float(classes * np.log(2.0)),
         }
 
 

@@ -8,7 +8,7 @@ Every family produces exactly the parameter tree engine.planning.sizing.param_sh
   decoder  {"tokens": i32 [B, seq_len + 1]}  (inputs tokens[:, :-1], targets tokens[:, 1:])
 
 Losses are weighted means: the training loss is sum(loss_sum) / sum(weight) over the batch, where
-the weight is 1 per image (vit, loss averaged over classes) or the number of scored tokens (t5:
+the weight is 1 per image (vit, loss summed over classes) or the number of scored tokens (t5:
 non-pad targets; decoder: every position). `metrics_fn` returns those per-example sums so that an
 evaluation over many batches aggregates to exactly the same definition.
 """

@@ -1,7 +1,8 @@
 """Vision Transformer for multi-label classification (JFT setup), in the style of big_vision.
 
 Conv patch embedding, learned position embedding, pre-LN encoder, final LN, global average pool,
-linear head; sigmoid cross-entropy averaged over classes and examples.
+linear head; sigmoid cross-entropy summed over classes and averaged over examples, as big_vision's
+`sigmoid_xent` does (the paper's loss, so its Huber delta of 0.01 on L means the same here).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class ViT(nn.Module):
 
 
 def per_example_loss(logits: Array, labels: Array) -> Array:
-    """Sigmoid cross-entropy of each example, averaged over its classes: [B]."""
-    return optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
+    """Sigmoid cross-entropy of each example, summed over its classes: [B] (big_vision's
+    sigmoid_xent before its mean over examples)."""
+    return optax.sigmoid_binary_cross_entropy(logits, labels).sum(axis=-1)
 
 
 def dummy_batch(dims: ModelDims, batch_size: int) -> dict[str, Array]:

@@ -120,6 +120,9 @@ class RunPlan:
     status: RunStatus
     source: PretrainedSource | None = None  # init: pretrained only
     data_offset: int = 0  # a pruned run's data continues the source's stream: its step 0 is this step
+    # targets backbone_and_matched_embeddings: the final sparsity of T5's token embedding and LM
+    # head (engine.planning.sizing.matched_embedding_level); they are not counted in N.
+    embedding_sparsity: float | None = None
 
     @property
     def d_model(self) -> int:
@@ -169,6 +172,7 @@ class RunPlan:
             "init": self.init,
             "source": None if self.source is None else self.source.to_json(),
             "data_offset": self.data_offset,
+            "embedding_sparsity": self.embedding_sparsity,
             "status": asdict(self.status),
             "run_dir": self.run_dir.as_posix(),
             "dims": asdict(self.dims),
@@ -363,7 +367,16 @@ def plan_run(
         status=read_status(working_dir / run_dir),
         source=source,
         data_offset=0 if source is None else continued_from(source, examples * per_example // steps),
+        embedding_sparsity=embedding_sparsity(spec, dims),
     )
+
+
+def embedding_sparsity(spec: ExperimentSpec, dims: ModelDims) -> float | None:
+    """The matched embeddings' final level (targets backbone_and_matched_embeddings), else None."""
+    if spec.sparsity.targets != "backbone_and_matched_embeddings":
+        return None
+    mlp_ratio = base_fields(spec.model)["mlp_ratio"]
+    return sizing.matched_embedding_level(dims, level_of(spec.sparsity), mlp_ratio)
 
 
 def plan_runs(

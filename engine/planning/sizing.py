@@ -15,7 +15,7 @@ groups run along fan_in (axis 0), the reduction axis of the matmul.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from spec.model import MAX_D_MODEL
@@ -58,8 +58,6 @@ class ModelDims:
 
 def scaled_dims(base: ModelDims, d_model: int, mlp_ratio: float) -> ModelDims:
     """The base shape at another width: MLP and head width follow d_model, depth and heads stay."""
-    from dataclasses import replace
-
     return replace(
         base,
         d_model=d_model,
@@ -173,6 +171,7 @@ def _decoder_shapes(dims: ModelDims) -> dict[str, Shape]:
 _SHAPES = {"vit": _vit_shapes, "t5": _t5_shapes, "decoder": _decoder_shapes}
 
 _BACKBONE_KERNELS = ("/attn/", "/self_attn/", "/cross_attn/", "/mlp/")
+EMBEDDING_TENSORS = ("token_embed/embedding", "lm_head/kernel")  # t5's, prunable by sparsity.targets
 
 
 def param_shapes(dims: ModelDims) -> dict[str, Shape]:
@@ -185,7 +184,7 @@ def is_sparsified(path: str, dims: ModelDims) -> bool:
     T5 optionally the token embedding and LM head (appendix A, "Sparsity configurations")."""
     if path.endswith("/kernel") and any(part in path for part in _BACKBONE_KERNELS):
         return True
-    return dims.sparsify_embeddings and path in ("token_embed/embedding", "lm_head/kernel")
+    return dims.sparsify_embeddings and path in EMBEDDING_TENSORS
 
 
 def sparsified_shapes(dims: ModelDims) -> dict[str, Shape]:
@@ -235,3 +234,24 @@ def choose_d_model(
             hi = mid
     best = min((lo, hi), key=lambda k: abs(math.log(max(count(k), 1) / target_nonzeros)))
     return scaled_dims(base, best * width_multiple, mlp_ratio)
+
+
+
+def matched_dense_width(dims: ModelDims, sparsity: float, mlp_ratio: float) -> int:
+    """The width of the smaller dense model with as many backbone weights as this model keeps at
+    `sparsity`: the closest exact count, widths in steps of 1 (the paper's "parameter matching a
+    smaller dense version", appendix A)."""
+    backbone = replace(dims, sparsify_embeddings=False)
+    kept = nonzeros_at(backbone, sparsity)
+    return min(dims.d_model, choose_d_model(backbone, mlp_ratio, kept, 0.0).d_model)
+
+
+def matched_embedding_level(dims: ModelDims, sparsity: float, mlp_ratio: float) -> float:
+    """Sparsity of T5's token embedding and LM head (vocab x d_model each) under the paper's rule
+    (appendix A, "Sparsity configurations"): pruned only as far as needed to keep the embedding
+    size of the smaller dense model whose backbone has this model's backbone non-zeros, i.e.
+    vocab x d' weights of vocab x d, level 1 - d'/d. About 1 - sqrt(1 - S), since the backbone
+    grows as d^2: 0.29, 0.5 and 0.65 at S = 0.5, 0.75 and 0.875."""
+    if sparsity == 0:
+        return 0.0
+    return 1.0 - matched_dense_width(dims, sparsity, mlp_ratio) / dims.d_model

@@ -9,6 +9,10 @@ first, so the kept count is exact and the mask deterministic.
 
 Masks are pytrees shaped like the params: a bool array for every sparsified tensor and a scalar
 True for every other leaf (it broadcasts, so `where(mask, x, 0)` works on every leaf alike).
+
+Which tensors are sparsified is a pytree of Python ints shaped like the params (bools work too):
+0 (False) for a dense tensor, else the group whose target the tensor follows, 1 (True) for the
+backbone and 2 for T5's matched embeddings (engine.sparsity.pruning).
 """
 
 from __future__ import annotations
@@ -136,23 +140,23 @@ def dense_masks(params: PyTree, sparsified: PyTree) -> PyTree:
 def masks_by_shape(
     params: PyTree,
     sparsified: PyTree,
-    keep_for_size: Callable[[int], int | Array],
+    keep_for_size: Callable[[int, int], int | Array],
     pattern: Pattern,
 ) -> PyTree:
-    """Magnitude masks of every sparsified tensor, keeping keep_for_size(size) weights each.
+    """Magnitude masks of every sparsified tensor, keeping keep_for_size(size, group) weights each.
 
-    Same-shaped tensors (e.g. the query kernels of all layers) are stacked and masked under one
-    vmap, so a model compiles one bisection loop per distinct shape, not one per tensor.
+    Same-shaped tensors of a group (e.g. the query kernels of all layers) are stacked and masked
+    under one vmap, so a model compiles one bisection loop per distinct shape, not one per tensor.
     """
     leaves, treedef = jax.tree.flatten(params)
     flags = treedef.flatten_up_to(sparsified)  # type: ignore[attr-defined]  # jaxlib's PyTreeDef has no stub here
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for index, (leaf, is_sparse) in enumerate(zip(leaves, flags, strict=True)):
-        if is_sparse:
-            by_shape.setdefault(tuple(leaf.shape), []).append(index)
+    by_shape: dict[tuple[tuple[int, ...], int], list[int]] = {}
+    for index, (leaf, group) in enumerate(zip(leaves, flags, strict=True)):
+        if group:
+            by_shape.setdefault((tuple(leaf.shape), int(group)), []).append(index)
     masks = [jnp.ones((), bool) for _ in leaves]
-    for shape, indices in by_shape.items():
-        keep = keep_for_size(math.prod(shape))
+    for (shape, group), indices in by_shape.items():
+        keep = keep_for_size(math.prod(shape), group)
         stacked = jnp.stack([leaves[i] for i in indices])
         stacked_masks = jax.vmap(lambda w, keep=keep: magnitude_mask(w, keep, pattern))(stacked)
         for position, index in enumerate(indices):
@@ -168,7 +172,7 @@ def compute_masks(
     check_pattern(params, sparsified, pattern)
     if isinstance(pattern, NM) and sparsity > pattern.sparsity + 1e-9:
         raise ValueError(f"sparsity {sparsity} exceeds what {pattern.n}:{pattern.m} allows")
-    return masks_by_shape(params, sparsified, lambda size: keep_count(size, sparsity), pattern)
+    return masks_by_shape(params, sparsified, lambda size, _: keep_count(size, sparsity), pattern)
 
 
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:

@@ -13,6 +13,7 @@ in the training loop.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import replace
@@ -49,12 +50,22 @@ class MaskedPruningState(NamedTuple):
     inner_state: optax.OptState
 
 
-def with_final_keep(schedule: Schedule, params: PyTree, sparsified: PyTree) -> Schedule:
-    """The schedule carrying its final kept count for every sparsified tensor size of `params`,
+# One schedule for every sparsified tensor, or one per group (the i-th for group i + 1): T5's
+# matched embeddings follow the backbone's schedule to their own, lower target.
+Schedules = Schedule | tuple[Schedule, ...]
+
+
+def schedule_of(schedules: Schedules, group: int) -> Schedule:
+    return schedules[group - 1] if isinstance(schedules, tuple) else schedules
+
+
+def with_final_keep(schedule: Schedule, params: PyTree, sparsified: PyTree, group: int = 1) -> Schedule:
+    """The schedule carrying its final kept count for every size of `params`' tensors in `group`,
     counted now in Python, so that the counts stay exact when the target is a traced number."""
     if isinstance(schedule, DenseSchedule):
         return schedule
-    sizes = {math.prod(p.shape) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(sparsified), strict=True) if s}
+    leaves = zip(jax.tree.leaves(params), jax.tree.leaves(sparsified), strict=True)
+    sizes = {math.prod(p.shape) for p, g in leaves if g and int(g) == group}
     return replace(schedule, final_keep={size: keep_count(size, schedule.target) for size in sorted(sizes)})
 
 
@@ -71,11 +82,12 @@ def _scheduled_keep(size: int, schedule: Schedule, step: Array) -> Array:
 
 
 def scheduled_masks(
-    params: PyTree, sparsified: PyTree, schedule: Schedule, pattern: Pattern, step: Array
+    params: PyTree, sparsified: PyTree, schedule: Schedules, pattern: Pattern, step: Array
 ) -> PyTree:
-    """The masks the schedule asks for at `step`, computed from the current weights."""
+    """The masks the schedule(s) ask for at `step`, computed from the current weights."""
     return masks_by_shape(
-        params, sparsified, lambda size: _scheduled_keep(size, schedule, step), pattern
+        params, sparsified,
+        lambda size, group: _scheduled_keep(size, schedule_of(schedule, group), step), pattern,
     )
 
 
@@ -91,26 +103,33 @@ def masked_updates(updates: PyTree, params: PyTree, masks: PyTree) -> PyTree:
 def masked_pruning(
     inner: optax.GradientTransformation,
     sparsified: PyTree,
-    schedule: Schedule,
+    schedule: Schedules,
     pattern: Pattern,
     pack_axis: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """Wrap `inner` with magnitude pruning of the tensors marked True in `sparsified` (a pytree
-    of Python bools shaped like the params), following `schedule` with `pattern`.
+    """Wrap `inner` with magnitude pruning of the tensors marked non-zero in `sparsified` (a
+    pytree of Python ints or bools shaped like the params: the group of each tensor), following
+    the group's schedule with `pattern`. Grouped schedules share their timing (start, end,
+    interval) and differ in their targets.
 
     `pack_axis`: the vmap axis of a run pack (engine/training/loop.py). Under vmap a `lax.cond`
     on a per-run predicate becomes a select that computes both branches, i.e. new masks at every
     step (1.6x the step time measured at d_model 40); instead the pack takes the branch when any
     of its runs is at an update step, and each run keeps its old masks unless it is."""
-    checkable = isinstance(schedule.target, numbers.Real)  # not when traced: checked when built
-    if isinstance(pattern, NM) and checkable and schedule.target > pattern.sparsity + _TOLERANCE:
-        raise ValueError(
-            f"target sparsity {schedule.target} exceeds the {pattern.n}:{pattern.m} pattern's "
-            f"{pattern.sparsity}: groups cannot keep fewer than n weights"
-        )
+    all_schedules = schedule if isinstance(schedule, tuple) else (schedule,)
+    for one in all_schedules:
+        checkable = isinstance(one.target, numbers.Real)  # not when traced: checked when built
+        if isinstance(pattern, NM) and checkable and one.target > pattern.sparsity + _TOLERANCE:
+            raise ValueError(
+                f"target sparsity {one.target} exceeds the {pattern.n}:{pattern.m} pattern's "
+                f"{pattern.sparsity}: groups cannot keep fewer than n weights"
+            )
     inner = optax.with_extra_args_support(inner)
 
-    dense = isinstance(schedule, DenseSchedule)
+    dense = all(isinstance(one, DenseSchedule) for one in all_schedules)
+
+    def is_update_step(count: Array) -> Array:
+        return functools.reduce(jnp.logical_or, [one.is_update_step(count) for one in all_schedules])
 
     def init_fn(params: PyTree) -> MaskedPruningState:
         check_pattern(params, sparsified, pattern)
@@ -130,7 +149,7 @@ def masked_pruning(
             updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
             return updates, MaskedPruningState(optax.safe_increment(state.count), None, inner_state)
         else:
-            update = schedule.is_update_step(state.count)
+            update = is_update_step(state.count)
 
             def recompute(p: PyTree, old: PyTree) -> PyTree:
                 new = scheduled_masks(p, sparsified, schedule, pattern, state.count)

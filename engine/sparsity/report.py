@@ -8,16 +8,27 @@ from typing import Any
 import jax
 import numpy as np
 
-from engine.planning.sizing import ModelDims, is_sparsified
+from engine.planning.sizing import EMBEDDING_TENSORS, ModelDims, is_sparsified
 from engine.sparsity.masks import NM, path_name
 
 PyTree = Any
 
 
-def sparsified_tree(params: PyTree, dims: ModelDims) -> PyTree:
-    """Python bools shaped like params: True for the tensors engine.planning.sizing marks as sparsified."""
+BACKBONE, MATCHED_EMBEDDINGS = 1, 2  # the groups of engine.sparsity.pruning's schedules
+
+
+def sparsified_tree(params: PyTree, dims: ModelDims, matched_embeddings: bool = False) -> PyTree:
+    """Python ints shaped like params: 1 for the tensors engine.planning.sizing marks as
+    sparsified, 2 for T5's token embedding and LM head when they are pruned to their own matched
+    level (targets backbone_and_matched_embeddings), 0 elsewhere."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    flags = [is_sparsified(path_name(path), dims) for path, _ in leaves]
+
+    def group(name: str) -> int:
+        if is_sparsified(name, dims):
+            return BACKBONE
+        return MATCHED_EMBEDDINGS if matched_embeddings and name in EMBEDDING_TENSORS else 0
+
+    flags = [group(path_name(path)) for path, _ in leaves]
     return jax.tree_util.tree_unflatten(treedef, flags)
 
 

@@ -31,11 +31,13 @@ from engine.sparsity import (
 )
 from engine.sparsity.masks import check_pattern
 from engine.sparsity.pruning import with_final_keep
+from engine.sparsity.report import MATCHED_EMBEDDINGS
 from engine.training.loop import RunSetup
 from engine.training.optim import (
     LearningRateSchedule,
     adafactor,
     adamw,
+    clip_by_global_norm,
     constant_lr,
     cosine_lr,
     rsqrt_lr,
@@ -101,6 +103,15 @@ class RunSchedules:
 
     learning_rate: LearningRateSchedule
     sparsity: Schedule
+    # T5's matched embeddings (targets backbone_and_matched_embeddings): the backbone's schedule
+    # with the embeddings' own target; None when they are not pruned on their own.
+    embedding_sparsity: Schedule | None = None
+
+    def pruning(self) -> Schedule | tuple[Schedule, Schedule]:
+        """What masked_pruning follows: one schedule, or one per group of sparsified_tree."""
+        if self.embedding_sparsity is None:
+            return self.sparsity
+        return self.sparsity, self.embedding_sparsity
 
 
 @dataclass(frozen=True)
@@ -111,13 +122,13 @@ class OptimizerRecipe:
 
     spec: OptimizerSpec  # its learning_rate cleared: the schedule's numbers are RunSchedules'
     pattern: Pattern
-    sparsified: tuple[bool, ...]  # the sparsified tree's leaves ...
+    sparsified: tuple[int, ...]  # the sparsified tree's leaves (groups) ...
     sparsified_def: Any = field(repr=False)  # ... and its structure (a hashable PyTreeDef)
 
     def __call__(self, schedules: RunSchedules, pack_axis: str | None = None) -> optax.GradientTransformation:
         inner = inner_optimizer(self.spec, schedules.learning_rate)
         sparsified = jax.tree.unflatten(self.sparsified_def, self.sparsified)
-        return masked_pruning(inner, sparsified, schedules.sparsity, self.pattern, pack_axis)
+        return masked_pruning(inner, sparsified, schedules.pruning(), self.pattern, pack_axis)
 
 
 def optimizer_recipe(spec: OptimizerSpec, sparsified: Any, pattern: Pattern) -> OptimizerRecipe:
@@ -145,9 +156,8 @@ def inner_optimizer(spec: OptimizerSpec, learning_rate: LearningRateSchedule) ->
                           weight_decay=spec.weight_decay)
     if spec.grad_clip_norm is None:
         return optimizer
-    return optax.chain(
-        optax.with_extra_args_support(optax.clip_by_global_norm(spec.grad_clip_norm)), optimizer
-    )
+    # The norm counts unpruned weights' gradients only (docs/science.md: clipping and pruning).
+    return optax.chain(clip_by_global_norm(spec.grad_clip_norm), optimizer)
 
 
 class ContinuedData:
@@ -180,7 +190,10 @@ def logged_schedules(schedules: RunSchedules, step: jax.Array) -> dict[str, jax.
     size) weights of each tensor, so the share of zeros in the sparsified weights is s up to that
     rounding."""
     count = step - 1
-    return {"learning_rate": schedules.learning_rate(count), "sparsity": schedules.sparsity.sparsity_at(count)}
+    values = {"learning_rate": schedules.learning_rate(count), "sparsity": schedules.sparsity.sparsity_at(count)}
+    if schedules.embedding_sparsity is not None:
+        values["embedding_sparsity"] = schedules.embedding_sparsity.sparsity_at(count)
+    return values
 
 
 def build_logging(run: RunPlan) -> RunLogging:
@@ -213,14 +226,22 @@ def build_setup(run: RunPlan) -> RunSetup:
             except UserError as error:
                 raise UserError(f"{where}: {error}") from None
         load_params = partial(load_source_params, run.source, params_shape)
-    sparsified = sparsified_tree(params_shape, dims)
+    matched = run.embedding_sparsity is not None
+    sparsified = sparsified_tree(params_shape, dims, matched_embeddings=matched)
     pattern = build_pattern(run.spec.sparsity)
     try:
         check_pattern(params_shape, sparsified, pattern)  # n:m groups must tile every fan_in
         sparsity = build_schedule(run.spec.sparsity, run.steps, where)
+        embedding_sparsity = None
+        if matched:  # the backbone's schedule (same steps), to the embeddings' own level
+            embedding_spec = run.spec.sparsity.model_copy(update={"level": run.embedding_sparsity})
+            embedding_sparsity = with_final_keep(
+                build_schedule(embedding_spec, run.steps, where), params_shape, sparsified,
+                group=MATCHED_EMBEDDINGS)
         schedules = RunSchedules(
             build_learning_rate(run.spec.optimizer.learning_rate, run.steps),
             with_final_keep(sparsity, params_shape, sparsified),
+            embedding_sparsity,
         )
         optimizer = optimizer_recipe(run.spec.optimizer, sparsified, pattern)
         optimizer(schedules)  # the checks that need plain numbers (n:m target) run now
