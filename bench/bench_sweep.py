@@ -2,7 +2,8 @@
 with its time split into compile, data, checkpoint, eval, step and the rest.
 
 The engine is not edited for this: the bench wraps, for the duration of the sweep only,
-- engine.training.loop.programs_for, so that each run's compiled train step is wrapped in a timer that
+- engine.training.loop.programs_for and pack_programs_for, so that each compiled train step (one run's, or
+  a pack's) is wrapped in a timer that
   blocks on each step's result (so a step's compute is charged to the step, not to whatever call
   happens to wait for it next; this removes the loop's overlap of data generation with compute,
   so the wall time is a little longer than an unmeasured sweep's);
@@ -50,8 +51,8 @@ class SweepTiming:
     cache_misses: int = 0
     rss_before: int = 0  # bytes, the process before the sweep (imports, earlier passes)
     peak_rss: int = 0  # bytes, the whole sweep
-    run_peak_rss: list[int] = field(default_factory=list)  # bytes, each run
-    rss_after_run: list[int] = field(default_factory=list)  # bytes, after each run
+    run_peak_rss: list[int] = field(default_factory=list)  # bytes, each pack (a run, on a CPU)
+    rss_after_run: list[int] = field(default_factory=list)  # bytes, after each pack
 
     @property
     def efficiency(self) -> float:
@@ -123,34 +124,40 @@ def instrumented(timing: SweepTiming) -> Iterator[None]:
     saved = {(engine.training.loop, "programs_for"): engine.training.loop.programs_for,
              (engine.training.loop, "evaluate"): engine.training.loop.evaluate,
              (engine.training.loop, "CheckpointStore"): engine.training.loop.CheckpointStore,
+             (engine.training.loop, "pack_programs_for"): engine.training.loop.pack_programs_for,
              (engine.study.sweep, "build_setup"): engine.study.sweep.build_setup,
-             (engine.study.sweep, "train_run"): engine.study.sweep.train_run}
-    build_setup, train_run = engine.study.sweep.build_setup, engine.study.sweep.train_run
-    programs_for = engine.training.loop.programs_for
+             (engine.study.sweep, "train_pack"): engine.study.sweep.train_pack}
+    build_setup, train_pack = engine.study.sweep.build_setup, engine.study.sweep.train_pack
+    programs_for, pack_programs_for = engine.training.loop.programs_for, engine.training.loop.pack_programs_for
 
     def timed_programs(setup: Any) -> Any:
         programs = programs_for(setup)
+        return replace(programs, step=clock.timed("step", programs.step, block=True))
+
+    def timed_pack_programs(setup: Any, size: int) -> Any:
+        programs = pack_programs_for(setup, size)
         return replace(programs, step=clock.timed("step", programs.step, block=True))
 
     def timed_build(run: RunPlan) -> Any:
         setup = build_setup(run)
         return replace(setup, data=_TimedData(setup.data, clock))
 
-    def measured_run(*args: Any, **kwargs: Any) -> Any:
+    def measured_pack(*args: Any, **kwargs: Any) -> Any:
         reset_peak_rss()
-        outcome = train_run(*args, **kwargs)
+        outcomes = train_pack(*args, **kwargs)
         current, peak = rss_bytes()
         timing.run_peak_rss.append(peak)
         timing.rss_after_run.append(current)
-        timing.runs += 1
-        timing.steps += outcome.steps - (outcome.resumed_from or 0)
-        return outcome
+        timing.runs += len(outcomes)
+        timing.steps += sum(outcome.steps - (outcome.resumed_from or 0) for outcome in outcomes)
+        return outcomes
 
     engine.training.loop.programs_for = timed_programs
+    engine.training.loop.pack_programs_for = timed_pack_programs
     engine.training.loop.evaluate = clock.timed("eval", engine.training.loop.evaluate)
     engine.training.loop.CheckpointStore = _timed_store(clock)
     engine.study.sweep.build_setup = timed_build
-    engine.study.sweep.train_run = measured_run
+    engine.study.sweep.train_pack = measured_pack
     jax.monitoring.register_event_duration_secs_listener(clock.on_duration)
     jax.monitoring.register_event_listener(clock.on_event)
     try:
