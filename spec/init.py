@@ -49,13 +49,11 @@ Source = Annotated[RunSource | CheckpointSource, Field(discriminator="kind")]
 
 
 class PretrainedInit(SpecModel):
-    """Start from the parameters of an earlier run or checkpoint."""
+    """Start from the parameters of an earlier run or checkpoint: parameters only (the optimizer
+    state and the masks start fresh, and the run's schedules start at its own step 0)."""
 
     kind: Literal["pretrained"] = Field(description="Init type.")
     source: Source = Field(description="Where the parameters come from: {kind: run, ...} or {kind: checkpoint, ...}.")
-    load: Literal["params"] = Field(
-        default="params", description="What is loaded: parameters only (fresh optimizer state and masks)."
-    )
     budget_fraction: float | None = Field(
         default=None,
         gt=0,

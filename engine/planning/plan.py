@@ -267,11 +267,14 @@ def run_id(spec: ExperimentSpec, dims: ModelDims, source: PretrainedSource | Non
     run's id and step. Independent of key order, comments, defaults written out or not, presets vs
     the same values spelt out, the name, the sweep, the analysis and the run policy (output
     directory included)."""
+    init = spec.init.model_dump(mode="json", exclude={"source"} if source is not None else None)
+    if init["kind"] == "pretrained":
+        init["load"] = "params"  # the removed init.load's one value: ids of existing pretrained runs stay the same
     semantic = {
         "model": asdict(dims),
         "sparsity": spec.sparsity.model_dump(mode="json"),
         # A resolved source stands for itself (below), however its spec path or `where` is spelt.
-        "init": spec.init.model_dump(mode="json", exclude={"source"} if source is not None else None),
+        "init": init,
         "optimizer": spec.optimizer.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json"),
         "seed": spec.seed,
