@@ -11,24 +11,18 @@ fails when the schema gains a field the table does not list, so a new field come
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.cli.schema import experiment_schema
-from engine.errors import UserError
 from engine.fit import paper
 from engine.fit.law import LawCoefficients, predict_loss
-from engine.planning.checks import plan_issues
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import append_result
 from engine.study.analysis import analyse
@@ -60,6 +54,7 @@ analysis: {fit: null}
 
 
 def write(tmp_path: Path, text: str, name: str = "effect.yaml") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
     path.write_text(text)
     return path
@@ -106,3 +101,83 @@ def test_a_checkpoint_source_step_is_loaded_and_budgets_by_steps(prune_specs: Pa
     assert [plans[s].source.step for s in (10, 20)] == [10, 20]
     assert [plans[s].steps for s in (10, 20)] == [5, 10]
     assert plans[10].run_id != plans[20].run_id
+
+
+# --- analysis: fits and reports from results that follow a known law ------------------------------
+
+SWEEP = VIT.replace("analysis: {fit: null}\n", """\
+sweep:
+  grid:
+    model.d_model: [8, 12, 16]
+    sparsity.level: [0.0, 0.5, 0.875]
+    data.steps: [16, 32]
+analysis:
+  fit: {starts: 4, bootstrap: 0, holdout: {kind: none}}
+  gains: null
+  optimal_sparsity: null
+""")
+
+
+def sweep_with_results(tmp_path: Path, *overrides: str, pretrained: int = 0,
+                       law: LawCoefficients = paper.T5_C4) -> tuple[list[RunPlan], Path]:
+    """The planned sweep and a results.jsonl whose losses follow `law` exactly; `pretrained` more
+    rows say they come from pruned pretrained runs (with their source's D)."""
+    runs = plan_experiment(write(tmp_path, SWEEP), [f"run.output_dir={tmp_path / 'runs'}", *overrides])
+    sweep_dir = runs[0].run_dir.parent
+    for run in runs:
+        n, d = run.nonzeros * 1e4, run.data * 1e4
+        loss = float(predict_loss(law, np.array(run.sparsity), np.array(n), np.array(d)))
+        append_result(sweep_dir, {"sparsity": run.sparsity, "nonzeros": n, "data": d, "loss": loss,
+                                  "run_id": run.run_id, "init": run.init, "d_model": run.dims.d_model})
+    for index in range(pretrained):
+        n, d = 4e5 * (index + 1), 2e6
+        loss = float(predict_loss(law, np.array(0.5), np.array(n), np.array(40 * d)))
+        append_result(sweep_dir, {"sparsity": 0.5, "nonzeros": n, "data": d, "loss": loss, "run_id": f"pretrained{index}",
+                                  "init": "pretrained", "pretrain_data": 20 * d, "d_model": 8 * (index + 1)})
+    return runs, sweep_dir
+
+
+def analysed(tmp_path: Path, *overrides: str, **results: Any) -> tuple[dict | None, str]:
+    """fit.json (None when not written) and index.md of the sweep's analysis."""
+    runs, sweep_dir = sweep_with_results(tmp_path, *overrides, **results)
+    report = analyse(runs, sweep_dir, Console(file=StringIO()))
+    assert report is not None
+    fit = report / "fit.json"
+    return (json.loads(fit.read_text()) if fit.is_file() else None), (report / "index.md").read_text()
+
+
+TABLE4 = "Pruned pretrained models vs sparsifying from scratch (Table 4)"
+
+
+def test_pretrained_vs_scratch_adds_table4_through_its_law_and_keeps_the_sweeps_own_fit(tmp_path: Path) -> None:
+    """With `fit` set, the sweep's own fit is still made and reported; Table 4 appears once, through
+    the declared law (not through the own fit); with `fit: null` Table 4 is the whole report."""
+    (tmp_path / "law.json").write_text(json.dumps({"coefficients": paper.T5_C4.as_dict()}))
+    other = LawCoefficients(**{**paper.T5_C4.as_dict(), "c": paper.T5_C4.c * 0.9})
+    (tmp_path / "other.json").write_text(json.dumps({"coefficients": other.as_dict()}))
+    declared = "analysis.pretrained_vs_scratch={law: {kind: fit_file, path: law.json}}"
+    fit, report = analysed(tmp_path / "a", declared.replace("law.json", "../law.json"), pretrained=2)
+    assert fit is not None and fit["rows_used"] == 18  # the 18 from-scratch runs, not the pretrained rows
+    assert "Sparse scaling-law fit" in report and report.count(TABLE4) == 1
+    assert "law.json" in report and "this fit (from-scratch rows only)" not in report
+    fit, own = analysed(tmp_path / "b", pretrained=2)  # undeclared: Table 4 through the own fit
+    assert fit is not None and own.count(TABLE4) == 1 and "this fit (from-scratch rows only)" in own
+    fit, alone = analysed(tmp_path / "c", declared.replace("law.json", "../law.json"), "analysis.fit=null",
+                          pretrained=2)
+    assert fit is None and TABLE4 in alone and "Sparse scaling-law fit" not in alone
+    # `law` decides the numbers: another law gives other data equivalences.
+    _, by_other = analysed(tmp_path / "d", declared.replace("law.json", "../other.json"), "analysis.fit=null",
+                           pretrained=2)
+    assert by_other != alone and "other.json" in by_other
+
+
+def test_optimal_sparsity_rows_are_its_own_sparsities_even_without_gains(tmp_path: Path) -> None:
+    fit, report = analysed(tmp_path / "a", "analysis.optimal_sparsity={sparsities: [0.6, 0.9], costs: [sparse]}")
+    findings = fit["findings"] if fit else {}
+    assert findings["optimal_sparsity_chinchilla_multiples"].keys() == {"sparse"}
+    assert findings["optimal_sparsity_chinchilla_multiples"]["sparse"].keys() == {"0.6", "0.9"}
+    assert findings["gains"] == {} and "Optimal sparsity (sec. 3.3" in report
+    fit, _ = analysed(tmp_path / "b", "analysis.optimal_sparsity={}", "analysis.gains={sparsities: [0.3]}")
+    multiples = fit["findings"]["optimal_sparsity_chinchilla_multiples"] if fit else {}
+    assert multiples.keys() == {"dense", "sparse"} and multiples["dense"].keys() == {"0.5", "0.75", "0.875"}
+    assert fit is not None and fit["findings"]["gains"].keys() == {"0.3"}

@@ -244,7 +244,7 @@ def fit_size_issues(runs: list[RunPlan], tree: Located) -> list[Issue]:
     """Too few from-scratch runs to fit what the analysis declares, at `sweep` (or `analysis.fit`
     without a sweep): the fit would fail only after every run has trained."""
     analysis = runs[0].spec.analysis
-    if analysis.fit is None and analysis.nm_refit is None or analysis.pretrained_vs_scratch is not None:
+    if analysis.fit is None and analysis.nm_refit is None:
         return []
     problem = fit_size_problem(runs)
     if problem is None:
