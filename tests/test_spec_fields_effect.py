@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from engine.errors import UserError
 from engine.fit import paper
 from engine.fit.law import LawCoefficients, predict_loss
 from engine.planning.plan import RunPlan, plan_experiment
@@ -181,3 +182,20 @@ def test_optimal_sparsity_rows_are_its_own_sparsities_even_without_gains(tmp_pat
     multiples = fit["findings"]["optimal_sparsity_chinchilla_multiples"] if fit else {}
     assert multiples.keys() == {"dense", "sparse"} and multiples["dense"].keys() == {"0.5", "0.75", "0.875"}
     assert fit is not None and fit["findings"]["gains"].keys() == {"0.3"}
+
+
+# --- run policy ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["ray", "slurm"])
+def test_fail_fast_is_refused_by_the_executors_that_start_every_run_at_once(tmp_path: Path, executor: str) -> None:
+    """fail_fast can only hold back runs that have not started; ray and slurm submit them all, so
+    they refuse it before submitting anything (the local executor's stop is
+    test_reliability_runs.py::test_fail_fast_stops_the_sweep_at_the_first_failure)."""
+    from engine.study.executors import execute
+
+    spec = write(tmp_path, VIT)
+    runs = plan_experiment(spec, ["run.failure_policy=fail_fast"])
+    with pytest.raises(UserError, match=f"fail_fast.*--executor {executor}"):
+        execute(executor, runs, spec, [], Console(file=StringIO()), {})
+    assert not (tmp_path / "runs").exists()
