@@ -24,6 +24,7 @@ from rich.console import Console
 from engine.errors import UserError
 from engine.fit import paper
 from engine.fit.law import LawCoefficients, predict_loss
+from engine.planning.checks import plan_issues
 from engine.planning.plan import RunPlan, plan_experiment
 from engine.results import append_result
 from engine.study.analysis import analyse
@@ -199,3 +200,27 @@ def test_fail_fast_is_refused_by_the_executors_that_start_every_run_at_once(tmp_
     with pytest.raises(UserError, match=f"fail_fast.*--executor {executor}"):
         execute(executor, runs, spec, [], Console(file=StringIO()), {})
     assert not (tmp_path / "runs").exists()
+
+
+# --- optimizer: learning-rate schedules --------------------------------------------------------
+
+
+def test_warmup_and_cooldown_longer_than_a_run_are_refused_at_warmup_steps(tmp_path: Path) -> None:
+    """16 steps: warmup 12 + cooldown round(0.25 x 16) = 4 fit, warmup 13 does not (it used to be cut
+    short silently). The plan check names the YAML line; building the run refuses it too."""
+    from engine.training.build import build_setup
+
+    rate = "optimizer.learning_rate={kind: warmup_constant_cooldown, peak: 0.01, warmup_steps: %d, cooldown_fraction: 0.25}"
+    spec = write(tmp_path, VIT)
+    assert plan_issues(spec, [rate % 12]) == []
+    [issue] = plan_issues(spec, [rate % 13])
+    assert "warmup_steps 13 and a cooldown of 4 steps" in issue.message and "16 steps" in issue.message
+    assert issue.at == "optimizer.learning_rate.warmup_steps"
+    with pytest.raises(UserError, match="warmup_steps 13"):
+        build_setup(plan_one(tmp_path, rate % 13))
+    # Written in the file, the issue points at the warmup_steps line of the file.
+    written = VIT.replace("learning_rate: {kind: constant, value: 3.0e-3}",
+                          "learning_rate:\n    kind: warmup_constant_cooldown\n    peak: 0.01\n    warmup_steps: 13\n"
+                          "    cooldown_fraction: 0.25")
+    [issue] = plan_issues(write(tmp_path, written, "written.yaml"), [])
+    assert issue.origin.line == written.splitlines().index("    warmup_steps: 13") + 1

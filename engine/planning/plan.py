@@ -37,6 +37,7 @@ from spec.experiment import ExperimentSpec
 from spec.init import CheckpointSource, PretrainedInit, RunSource
 from spec.loading import Experiment, load_experiment
 from spec.model import PRESETS, DecoderModel, T5Model, VitModel
+from spec.optimizer import LearningRate, WarmupConstantCooldownRate
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
 RUN_ID_LENGTH = 12
@@ -242,6 +243,24 @@ def schedule_problem(sparsity: SparsitySpec, steps: int) -> str | None:
                 f"sparsity {sparsity.level} within {steps} steps; use a smaller sparsity.schedule.interval "
                 "or a longer run")
     return None
+
+
+def cooldown_steps(rate: WarmupConstantCooldownRate, steps: int) -> int:
+    """The cooldown's length in steps of a run of `steps` steps."""
+    return round(rate.cooldown_fraction * steps)
+
+
+def learning_rate_problem(rate: LearningRate, steps: int) -> str | None:
+    """Why a learning-rate schedule cannot run as written in `steps` steps, or None: a warmup and
+    a cooldown that together exceed the run would cut the warmup short and never hold the peak."""
+    if not isinstance(rate, WarmupConstantCooldownRate):
+        return None
+    cooldown = cooldown_steps(rate, steps)
+    if rate.warmup_steps + cooldown <= steps:
+        return None
+    return (f"warmup_steps {rate.warmup_steps} and a cooldown of {cooldown} steps (cooldown_fraction "
+            f"{rate.cooldown_fraction:g}) exceed the run's {steps} steps; use fewer warmup_steps, a smaller "
+            "cooldown_fraction or a longer run")
 
 
 # --- data ----------------------------------------------------------------------------------------
