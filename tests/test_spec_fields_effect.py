@@ -17,6 +17,8 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from rich.console import Console
@@ -224,3 +226,105 @@ def test_warmup_and_cooldown_longer_than_a_run_are_refused_at_warmup_steps(tmp_p
                           "    cooldown_fraction: 0.25")
     [issue] = plan_issues(write(tmp_path, written, "written.yaml"), [])
     assert issue.origin.line == written.splitlines().index("    warmup_steps: 13") + 1
+
+
+def schedule_values(run: RunPlan) -> np.ndarray:
+    """The built learning rate at every step of the run."""
+    from engine.training.build import build_learning_rate
+
+    schedule = build_learning_rate(run.spec.optimizer.learning_rate, run.steps)
+    return np.array([float(schedule(jnp.asarray(step))) for step in range(run.steps)])
+
+
+RATES = {
+    "constant": "{kind: constant, value: 0.01}",
+    "rsqrt": "{kind: rsqrt, peak: 0.01, warmup_steps: 4}",
+    "cosine": "{kind: cosine, peak: 0.01, warmup_steps: 4}",
+    "warmup_constant_cooldown": "{kind: warmup_constant_cooldown, peak: 0.01, warmup_steps: 4}",
+}
+
+
+@pytest.mark.parametrize("kind, field, value, changed_at", [
+    ("constant", "value", "0.02", 0),
+    ("rsqrt", "peak", "0.02", 0),
+    ("rsqrt", "warmup_steps", "8", 6),  # held at the peak up to warmup_steps, then 1/sqrt(t)
+    ("rsqrt", "linear_warmup", "true", 1),  # ramps instead of holding
+    ("cosine", "peak", "0.02", 4),
+    ("cosine", "warmup_steps", "2", 3),
+    ("cosine", "final_fraction", "0.5", 15),  # decays to half the peak, not to 0
+    ("warmup_constant_cooldown", "peak", "0.02", 8),
+    ("warmup_constant_cooldown", "warmup_steps", "2", 3),
+    ("warmup_constant_cooldown", "cooldown_fraction", "0.5", 9),  # cooldown from step 8, not 13
+])
+def test_learning_rate_field_changes_the_schedule_at_the_step_it_governs(
+    tmp_path: Path, kind: str, field: str, value: str, changed_at: int
+) -> None:
+    rate = f"optimizer.learning_rate={RATES[kind]}"
+    before = schedule_values(plan_one(tmp_path, rate))
+    after = schedule_values(plan_one(tmp_path, rate, f"optimizer.learning_rate.{field}={value}"))
+    assert before[changed_at] != pytest.approx(after[changed_at])
+    if kind in ("cosine", "warmup_constant_cooldown") and field != "peak":
+        assert before.max() == pytest.approx(after.max())  # the same peak, reached or left elsewhere
+
+
+def test_learning_rate_kind_chooses_the_schedule(tmp_path: Path) -> None:
+    shapes = {kind: schedule_values(plan_one(tmp_path, f"optimizer.learning_rate={rate}"))
+              for kind, rate in RATES.items()}
+    assert len({tuple(np.round(values, 9)) for values in shapes.values()}) == len(RATES)
+
+
+# --- optimizer: the update it makes ----------------------------------------------------------------
+
+ADAMW = "optimizer={kind: adamw, learning_rate: {kind: constant, value: 0.01}}"
+ADAFACTOR = "optimizer={kind: adafactor, learning_rate: {kind: constant, value: 0.01}}"
+
+
+def params_after_updates(run: RunPlan) -> np.ndarray:
+    """A half-pruned 8x8 kernel after three updates of the optimizer built from the run's spec
+    (engine.training.build.inner_optimizer, what the run's masked pruning wraps), given its masks,
+    with fixed gradients of very different sizes (so that clipping matters)."""
+    from engine.training.build import build_learning_rate, inner_optimizer
+
+    optimizer = inner_optimizer(run.spec.optimizer, build_learning_rate(run.spec.optimizer.learning_rate, run.steps))
+    mask = (jnp.arange(8)[:, None] + jnp.arange(8)[None, :]) % 2 == 0
+    params = {"w": jnp.where(mask, 0.5 + jax.random.uniform(jax.random.key(0), (8, 8)), 0.0)}
+
+    @jax.jit
+    def three_updates(params: dict) -> dict:
+        state = optimizer.init(params)
+        for step, scale in enumerate((100.0, 1.0, 0.01)):
+            grads = {"w": scale * jax.random.normal(jax.random.key(step + 1), (8, 8))}
+            updates, state = optimizer.update(grads, state, params, masks={"w": mask})
+            params = {"w": params["w"] + updates["w"] * mask}
+        return params
+
+    return np.asarray(three_updates(params)["w"])
+
+
+@pytest.mark.parametrize("base, field, value", [
+    (ADAMW, "b1", "0.5"),
+    (ADAMW, "b2", "0.5"),
+    (ADAMW, "eps", "1.0"),
+    (ADAMW, "weight_decay", "0.5"),
+    (ADAMW, "grad_clip_norm", "0.001"),
+    (ADAFACTOR, "relative_step", "false"),
+    (ADAFACTOR, "sparsity_aware_rms", "false"),
+    (ADAFACTOR, "clip_threshold", "0.01"),
+    (ADAFACTOR, "decay_rate", "0.3"),
+    (ADAFACTOR, "beta2_cap", "0.1"),
+    (ADAFACTOR, "momentum", "0.9"),
+    (ADAFACTOR, "eps", "1.0"),
+    (ADAFACTOR, "min_param_scale", "10.0"),
+    (ADAFACTOR, "weight_decay", "0.5"),
+    (ADAFACTOR, "grad_clip_norm", "0.001"),
+])
+def test_optimizer_field_changes_the_update(tmp_path: Path, base: str, field: str, value: str) -> None:
+    before = params_after_updates(plan_one(tmp_path, base))
+    after = params_after_updates(plan_one(tmp_path, base, f"optimizer.{field}={value}"))
+    assert not np.allclose(before, after, rtol=1e-6, atol=0)
+
+
+def test_optimizer_kind_chooses_the_optimizer(tmp_path: Path) -> None:
+    adamw = params_after_updates(plan_one(tmp_path, ADAMW))
+    adafactor = params_after_updates(plan_one(tmp_path, ADAFACTOR))
+    assert not np.allclose(adamw, adafactor, rtol=1e-6, atol=0)
