@@ -328,3 +328,80 @@ def test_optimizer_kind_chooses_the_optimizer(tmp_path: Path) -> None:
     adamw = params_after_updates(plan_one(tmp_path, ADAMW))
     adafactor = params_after_updates(plan_one(tmp_path, ADAFACTOR))
     assert not np.allclose(adamw, adafactor, rtol=1e-6, atol=0)
+
+
+# --- data: the built-in synthetic tasks --------------------------------------------------------------
+
+TOKENS = """\
+name: tokens
+model:
+  kind: decoder
+  base: {layers: 1, num_heads: 2, mlp_ratio: 2.0, vocab_size: 96, seq_len: 16}
+  d_model: 8
+sparsity: {level: 0.0, schedule: {kind: dense}}
+optimizer:
+  kind: adamw
+  learning_rate: {kind: constant, value: 1.0e-3}
+data:
+  source: {kind: synthetic_tokens, eval_examples: 32, eval_batch_size: 16}
+  steps: 16
+  batch_size: 4
+  eval_every: 8
+analysis: {fit: null}
+"""
+
+
+def first_batches(run: RunPlan) -> tuple[np.ndarray, ...]:
+    """The first training batch and the validation set of the run's built data source."""
+    from engine.training.build import build_setup
+
+    data = build_setup(run).data
+    arrays = [np.asarray(value) for value in data.batch(0).values()]
+    arrays += [np.asarray(value) for batch in data.eval_batches() for value in batch.values()]
+    return tuple(arrays)
+
+
+def same_data(first: tuple[np.ndarray, ...], second: tuple[np.ndarray, ...]) -> bool:
+    return len(first) == len(second) and all(a.shape == b.shape and np.allclose(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("text, field, value", [
+    (VIT, "seed", "1"),
+    (VIT, "teacher_width", "16"),
+    (VIT, "teacher_layers", "2"),
+    (VIT, "teacher_frequency", "2.0"),
+    (VIT, "feature_decay", "0.0"),
+    (VIT, "label_temperature", "3.0"),
+    (VIT, "patterns", "8"),
+    (VIT, "active_patterns", "1"),
+    (VIT, "pixel_noise", "0.0"),
+    (VIT, "smoothness", "0.5"),
+    (VIT, "eval_examples", "48"),
+    (VIT, "eval_batch_size", "8"),
+    (TOKENS, "seed", "1"),
+    (TOKENS, "symbols", "32"),
+    (TOKENS, "order", "1"),
+    (TOKENS, "concentration", "0.1"),
+    (TOKENS, "backoff", "0.0"),
+    (TOKENS, "smoothing", "0.5"),
+    (TOKENS, "zipf_exponent", "3.0"),
+    (TOKENS, "eval_examples", "48"),
+    (TOKENS, "eval_batch_size", "8"),
+])
+def test_synthetic_source_field_changes_the_data(tmp_path: Path, text: str, field: str, value: str) -> None:
+    before = first_batches(plan_one(tmp_path, text=text))
+    after = first_batches(plan_one(tmp_path, f"data.source.{field}={value}", text=text))
+    assert not same_data(before, after)
+
+
+def test_seed_draws_other_initial_parameters_and_only_them(tmp_path: Path) -> None:
+    """The top-level seed is the parameters' (the data order is the data source's own seed)."""
+    from engine.training.build import build_setup
+    from engine.training.loop import place_initial_state, programs_for
+
+    runs = [plan_one(tmp_path, f"seed={seed}") for seed in (0, 1)]
+    setups = [build_setup(run) for run in runs]
+    states = [place_initial_state(setup, programs_for(setup), setup.schedules) for setup in setups]
+    params = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]) for state in states]
+    assert not np.allclose(params[0], params[1])
+    assert same_data(first_batches(runs[0]), first_batches(runs[1]))
