@@ -405,3 +405,155 @@ def test_seed_draws_other_initial_parameters_and_only_them(tmp_path: Path) -> No
     params = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]) for state in states]
     assert not np.allclose(params[0], params[1])
     assert same_data(first_batches(runs[0]), first_batches(runs[1]))
+
+
+# --- data: the user's text files --------------------------------------------------------------------
+
+TEXT = TOKENS.replace("vocab_size: 96", "vocab_size: 259").replace(
+    "source: {kind: synthetic_tokens, eval_examples: 32, eval_batch_size: 16}",
+    "source: {kind: text_files, paths: [docs.jsonl], format: jsonl, tokenizer: {kind: bytes}, eval_batch_size: 4}")
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> Path:
+    """Documents whose `text` and `body` fields differ, as JSON lines and as one plain file."""
+    rng = np.random.default_rng(0)
+    words = ["sparse", "dense", "scaling", "law", "tokens", "masks", "pruning", "weights"]
+    lines = [json.dumps({"text": " ".join(rng.choice(words, 40)), "body": " ".join(rng.choice(words, 40)).upper()})
+             for _ in range(200)]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("field, value", [
+    ("seed", "1"),
+    ("paths", "[docs.txt]"),
+    ("format", "text"),
+    ("text_field", "body"),
+    ("eval_fraction", "0.5"),
+    ("eval_batch_size", "8"),
+    ("max_eval_examples", "4"),
+])
+def test_text_files_field_changes_the_data(text_corpus: Path, field: str, value: str) -> None:
+    shutil.copy(text_corpus / "docs.jsonl", text_corpus / "docs.txt")  # as plain text: one document
+    overrides = [f"data.source.{field}={value}"]
+    if field == "paths":
+        overrides.append("data.source.format=text")
+    before = first_batches(plan_one(text_corpus, text=TEXT))
+    after = first_batches(plan_one(text_corpus, *overrides, text=TEXT))
+    assert not same_data(before, after)
+
+
+# --- model and sparsity: what the run's plan and built model are -------------------------------------
+
+T5 = """\
+name: t5
+model:
+  kind: t5
+  base: {layers: 1, decoder_layers: 1, num_heads: 2, mlp_ratio: 2.0, vocab_size: 300, seq_len: 32, target_len: 16,
+         relative_buckets: 8}
+  d_model: 8
+sparsity: {level: 0.5, schedule: {kind: gmp, start: 0.25, end: 0.75, interval: 2}}
+optimizer:
+  kind: adamw
+  learning_rate: {kind: constant, value: 1.0e-3}
+data:
+  source: {kind: synthetic_tokens, eval_examples: 32, eval_batch_size: 16}
+  steps: 16
+  batch_size: 4
+  eval_every: 8
+analysis: {fit: null}
+"""
+
+SIZED = ("model.d_model=null", "model.nonzeros=2000")
+
+
+@pytest.mark.parametrize("text, overrides, changed", [
+    (VIT, ("model.d_model=12",), "dims"),
+    (VIT, (*SIZED, "model.nonzeros=4000"), "dims"),
+    (VIT, (*SIZED, "model.width_multiple=16"), "dims"),
+    (VIT, ("model.base.layers=2",), "dims"),
+    (VIT, ("model.base.num_heads=4",), "dims"),
+    (VIT, ("model.base.mlp_ratio=4.0",), "dims"),
+    (VIT, ("model.base.image_size=16",), "dims"),
+    (VIT, ("model.base.patch_size=2",), "dims"),
+    (VIT, ("model.base.channels=1",), "dims"),
+    (VIT, ("model.base.num_classes=8",), "dims"),
+    (T5, ("model.base.layers=2",), "dims"),
+    (T5, ("model.base.decoder_layers=2",), "dims"),
+    (T5, ("model.base.num_heads=4",), "dims"),
+    (T5, ("model.base.mlp_ratio=4.0",), "dims"),
+    (T5, ("model.base.vocab_size=320",), "dims"),
+    (T5, ("model.base.seq_len=64",), "batch"),  # input and target lengths: no parameter changes
+    (T5, ("model.base.target_len=24",), "batch"),
+    (T5, ("model.base.relative_buckets=16",), "dims"),
+    (TOKENS, ("model.base.layers=2",), "dims"),
+    (TOKENS, ("model.base.num_heads=4",), "dims"),
+    (TOKENS, ("model.base.mlp_ratio=4.0",), "dims"),
+    (TOKENS, ("model.base.vocab_size=128",), "dims"),
+    (TOKENS, ("model.base.seq_len=32",), "dims"),
+    (VIT, ("sparsity.level=0.75",), "nonzeros"),
+    (VIT, ("data.steps=32",), "data"),
+    (VIT, ("data.batch_size=16",), "data"),
+    (VIT, ("data.steps=null", "data.flops=1.0e8"), "data"),
+    (VIT, ("name=other",), "run_dir"),
+    (VIT, ("run.output_dir=elsewhere",), "run_dir"),
+])
+def test_model_size_and_budget_fields_change_the_plan(tmp_path: Path, text: str, overrides: tuple[str, ...],
+                                                      changed: str) -> None:
+    base = tuple(o for o in overrides if o in SIZED)
+    before = plan_one(tmp_path, *base, text=text)
+    after = plan_one(tmp_path, *overrides, text=text)
+    if changed == "batch":
+        assert before.dims != after.dims and not same_data(first_batches(before), first_batches(after))
+        return
+    assert getattr(before, changed) != getattr(after, changed)
+    if changed == "dims":  # a model of another shape: other parameter shapes
+        from engine.planning.sizing import param_shapes
+
+        assert param_shapes(before.dims) != param_shapes(after.dims) or before.dims.num_heads != after.dims.num_heads
+
+
+def test_model_kind_chooses_the_family(tmp_path: Path) -> None:
+    families = {plan_one(tmp_path / kind, text=text).dims.family for kind, text in
+                (("vit", VIT), ("t5", T5), ("decoder", TOKENS))}
+    assert families == {"vit", "t5", "decoder"}
+
+
+def sparsity_per_step(run: RunPlan) -> list[float]:
+    """The level the built pruning schedule sets the masks to after each step."""
+    from engine.training.build import build_setup
+
+    schedule = build_setup(run).schedules.sparsity
+    return [round(float(schedule.sparsity_at(jnp.asarray(step))), 6) for step in range(run.steps)]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("sparsity.schedule.start=0.0",),
+    ("sparsity.schedule.end=0.5",),
+    ("sparsity.schedule.interval=4",),
+    ("sparsity.schedule={kind: oneshot, at: 0.5}",),
+    ("sparsity.schedule={kind: oneshot, at: 0.25}",),
+    ("sparsity.schedule={kind: dense}", "sparsity.level=0.0"),
+])
+def test_sparsity_schedule_fields_change_when_the_masks_prune(tmp_path: Path, overrides: tuple[str, ...]) -> None:
+    before = sparsity_per_step(plan_one(tmp_path, "sparsity.schedule={kind: oneshot, at: 0.5}"
+                                        if "at: 0.25" in overrides[0] else "sparsity.level=0.5"))
+    after = sparsity_per_step(plan_one(tmp_path, *overrides))
+    assert before != after
+
+
+def test_sparsity_pattern_and_targets_change_what_is_pruned(tmp_path: Path) -> None:
+    """The pattern is the built optimizer's (n:m groups instead of any weight); t5's targets add the
+    embedding and the LM head to the sparsified tensors."""
+    from engine.sparsity import NM
+    from engine.training.build import build_setup
+
+    unstructured = build_setup(plan_one(tmp_path, "model.d_model=16")).optimizer
+    nm = build_setup(plan_one(tmp_path, "model.d_model=16", "sparsity.pattern={kind: nm, n: 2, m: 4}")).optimizer
+    nm8 = build_setup(plan_one(tmp_path, "model.d_model=16", "sparsity.pattern={kind: nm, n: 4, m: 8}")).optimizer
+    assert not isinstance(unstructured.pattern, NM)
+    assert (nm.pattern.n, nm.pattern.m, nm8.pattern.n, nm8.pattern.m) == (2, 4, 4, 8)
+    backbone = build_setup(plan_one(tmp_path, text=T5)).optimizer.sparsified
+    embeddings = build_setup(plan_one(tmp_path, "sparsity.targets=backbone_and_embeddings", text=T5)).optimizer.sparsified
+    assert sum(embeddings) == sum(backbone) + 2  # the token embedding and the LM head
