@@ -557,3 +557,103 @@ def test_sparsity_pattern_and_targets_change_what_is_pruned(tmp_path: Path) -> N
     backbone = build_setup(plan_one(tmp_path, text=T5)).optimizer.sparsified
     embeddings = build_setup(plan_one(tmp_path, "sparsity.targets=backbone_and_embeddings", text=T5)).optimizer.sparsified
     assert sum(embeddings) == sum(backbone) + 2  # the token embedding and the LM head
+
+
+# --- run policy and parallelism ---------------------------------------------------------------------
+
+
+def test_checkpoint_every_keep_and_eval_every_shape_a_training_run(tmp_path: Path) -> None:
+    """16 steps: checkpoints every 4 keeping 2 leave steps 12 and 16; keep 3 leaves 8, 12, 16;
+    every 8 leaves 8 and 16; validation every 8 runs at 8 and 16, every 4 at 4, 8, 12, 16."""
+    from engine.training.build import build_setup
+    from engine.training.loop import train_run
+
+    def trained(*overrides: str) -> tuple[list[int], list[int]]:
+        out = f"run.output_dir={tmp_path / '-'.join(overrides)}"  # one run id for all: the run policy is not in it
+        run = plan_one(tmp_path, "run.checkpoint_every=4", "run.keep=2", "run.tensorboard=false", out, *overrides)
+        train_run(build_setup(run), run.run_dir)
+        kept = sorted(int(p.name) for p in (run.run_dir / "checkpoints").iterdir() if p.name.isdigit())
+        records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+        return kept, [r["step"] for r in records if "eval_loss" in r]
+
+    assert trained() == ([12, 16], [8, 16])
+    assert trained("run.keep=3") == ([8, 12, 16], [8, 16])
+    assert trained("run.checkpoint_every=8") == ([8, 16], [8, 16])
+    assert trained("data.eval_every=4") == ([12, 16], [4, 8, 12, 16])
+
+
+def test_wandb_project_entity_and_mode_reach_the_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the spec says is what W&B is started with (the logged history itself:
+    test_run_logging.py::test_wandb_offline_run_holds_the_logged_history)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from engine.training.build import build_logging
+    from engine.training.run_log import WandbLog
+
+    started: list[dict[str, Any]] = []
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.Settings = lambda **settings: settings  # type: ignore[attr-defined]
+    fake.init = lambda **options: started.append(options) or types.SimpleNamespace(step=0)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    for wandb in ("{project: one}", "{project: two, entity: lab, mode: offline}"):
+        logging = build_logging(plan_one(tmp_path, f"run.wandb={wandb}"))
+        assert logging.wandb is not None
+        WandbLog(logging.wandb, tmp_path)
+    assert [(s["project"], s["entity"], s["mode"]) for s in started] == [("one", None, "online"),
+                                                                         ("two", "lab", "offline")]
+
+
+def test_sharding_rules_split_the_matching_parameters(tmp_path: Path) -> None:
+    """On one device too, a rule decides each matching parameter's partition spec (the first
+    matching rule wins; unmatched parameters are replicated)."""
+    from jax.sharding import PartitionSpec
+
+    from engine.models import abstract_params
+    from engine.training.build import build_setup
+    from engine.training.parallel import param_specs
+
+    def specs(*overrides: str) -> dict[str, PartitionSpec]:
+        run = plan_one(tmp_path, *overrides)
+        layout = build_setup(run).layout
+        return {path: spec for path, (_, spec) in param_specs(abstract_params(run.dims), layout, "test").items()}
+
+    plain = specs()
+    fc1 = specs("parallelism.rules=[{pattern: '.*/fc1/kernel', spec: [fsdp, null]}]")
+    first_wins = specs("parallelism.rules=[{pattern: '.*/fc1/kernel', spec: [null, fsdp]}, {pattern: '.*', spec: [fsdp]}]")
+    assert set(plain.values()) == {PartitionSpec()}
+    changed = {path for path in plain if fc1[path] != plain[path]}
+    assert changed and all(path.endswith("fc1/kernel") for path in changed)
+    assert {first_wins[path] for path in changed} == {PartitionSpec(None, "fsdp")}
+
+
+def test_worker_resources_are_what_ray_and_slurm_are_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from engine.study import executors
+    from engine.study.executors.slurm_executor import job_parameters
+    from engine.study.sweep import SweepSummary
+
+    spec = write(tmp_path, VIT)
+    worker = "parallelism.worker={cpus: 3, gpus: 1, timeout_min: 7}"
+    runs = plan_experiment(spec, [worker])
+    slurm = job_parameters([run.spec.parallelism.worker for run in runs], len(runs), "effect")
+    assert (slurm["cpus_per_task"], slurm["gpus_per_node"], slurm["timeout_min"]) == (3, 1, 7)
+    asked: list[dict[str, Any]] = []
+
+    class Task:
+        def options(self, **options: Any) -> Task:
+            asked.append(options)
+            return self
+
+        def remote(self, job: Any) -> str:
+            return job.run_id
+
+    fake = types.SimpleNamespace(init=lambda **_: None, shutdown=lambda: None, cluster_resources=lambda: {"CPU": 2},
+                                 remote=lambda **_: lambda function: Task(), wait=lambda refs, num_returns: (refs[:1], []),
+                                 get=lambda ref: SweepSummary())
+    monkeypatch.setattr(executors, "require", lambda module, extra: fake)
+    executors.execute("ray", runs, spec, [worker], Console(file=StringIO()), {})
+    assert [(a["num_cpus"], a["num_gpus"]) for a in asked] == [(3, 1)]
