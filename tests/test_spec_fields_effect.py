@@ -122,13 +122,14 @@ analysis:
 """)
 
 
-def sweep_with_results(tmp_path: Path, *overrides: str, pretrained: int = 0,
-                       law: LawCoefficients = paper.T5_C4) -> tuple[list[RunPlan], Path]:
-    """The planned sweep and a results.jsonl whose losses follow `law` exactly; `pretrained` more
-    rows say they come from pruned pretrained runs (with their source's D)."""
+def sweep_with_results(tmp_path: Path, *overrides: str, pretrained: int = 0, law: LawCoefficients = paper.T5_C4,
+                       only: Any = None) -> tuple[list[RunPlan], Path]:
+    """The planned sweep and a results.jsonl whose losses follow `law` exactly (for the runs `only`
+    accepts, default all); `pretrained` more rows say they come from pruned pretrained runs (with
+    their source's D)."""
     runs = plan_experiment(write(tmp_path, SWEEP), [f"run.output_dir={tmp_path / 'runs'}", *overrides])
     sweep_dir = runs[0].run_dir.parent
-    for run in runs:
+    for run in runs if only is None else only(runs):
         n, d = run.nonzeros * 1e4, run.data * 1e4
         loss = float(predict_loss(law, np.array(run.sparsity), np.array(n), np.array(d)))
         append_result(sweep_dir, {"sparsity": run.sparsity, "nonzeros": n, "data": d, "loss": loss,
@@ -657,3 +658,101 @@ def test_worker_resources_are_what_ray_and_slurm_are_asked_for(tmp_path: Path, m
     monkeypatch.setattr(executors, "require", lambda module, extra: fake)
     executors.execute("ray", runs, spec, [worker], Console(file=StringIO()), {})
     assert [(a["num_cpus"], a["num_gpus"]) for a in asked] == [(3, 1)]
+
+
+# --- analysis: the fit and what is derived from it -------------------------------------------------
+
+
+def fitted(tmp_path: Path, *overrides: str, noise: float = 0.02, only: Any = None) -> tuple[Any, Any]:
+    """The sweep's fit (engine.study.analysis.fit_sweep, as `engine run` makes it) of results that
+    follow the paper's law up to a fixed multiplicative noise, and its findings."""
+    from engine.fit.findings import derive_findings
+    from engine.fit.io import read_table
+    from engine.study.analysis import fit_sweep
+
+    runs, sweep_dir = sweep_with_results(tmp_path, *overrides, only=only)
+    rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines()]
+    factors = np.exp(noise * np.random.default_rng(0).standard_normal(len(rows)))
+    (sweep_dir / "results.jsonl").unlink()
+    (sweep_dir / "results.csv").unlink()
+    for row, factor in zip(rows, factors, strict=True):
+        append_result(sweep_dir, row | {"loss": row["loss"] * factor})
+    fit, _ = fit_sweep(runs, sweep_dir)
+    return fit, derive_findings(fit, read_table(sweep_dir / "results.csv"))
+
+
+def fit_summary(fit: Any) -> tuple[Any, ...]:
+    samples = None if fit.bootstrap_samples is None else np.round(np.asarray(fit.bootstrap_samples), 6).tobytes()
+    return (round(fit.objective, 12), fit.diagnostics.total_starts, samples,
+            None if fit.holdout is None else fit.holdout.expression)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("analysis.fit.huber_delta=0.1",),
+    ("analysis.fit.log_loss=false",),
+    ("analysis.fit.starts=2",),
+    ("analysis.fit.bootstrap=3",),
+    ("analysis.fit.bootstrap=3", "analysis.fit.seed=1"),
+    ("analysis.fit.holdout={kind: largest_nonzeros}",),
+])
+def test_fit_settings_change_the_fit(tmp_path: Path, overrides: tuple[str, ...]) -> None:
+    base = ("analysis.fit.bootstrap=3",) if "analysis.fit.seed=1" in overrides else ()
+    before, _ = fitted(tmp_path / "before", *base)
+    after, _ = fitted(tmp_path / "after", *overrides)
+    assert fit_summary(before) != fit_summary(after)
+
+
+POINT = {"sparsity": 0.5, "nonzeros": 1.0e6, "data": 1.0e8}
+
+
+@pytest.mark.parametrize("field, value", [("sparsity", 0.75), ("nonzeros", 1.0e7), ("data", 1.0e9)])
+def test_extrapolation_points_are_where_the_law_is_predicted(tmp_path: Path, field: str, value: float) -> None:
+    def predicted(point: dict[str, float], where: Path) -> float:
+        _, findings = fitted(where, f"analysis.extrapolation=[{json.dumps(point)}]", noise=0.0)
+        [(at, estimate)] = findings.predictions
+        assert at == (point["sparsity"], point["nonzeros"], point["data"])
+        return estimate.value
+
+    assert predicted(POINT, tmp_path / "a") != pytest.approx(predicted(POINT | {field: value}, tmp_path / "b"))
+
+
+ISOFLOP_SWEEP = ("sweep={grid: {model.d_model: [8, 12, 16, 20], sparsity.level: [0.0, 0.5], data.flops: [2.0e8, 8.0e8]}}",
+                 "data.steps=null")
+
+
+def isoflop_budgets(tmp_path: Path, *overrides: str) -> int:
+    _, findings = fitted(tmp_path, *ISOFLOP_SWEEP, *overrides, noise=0.0)
+    return len(findings.isoflop.optima)
+
+
+def test_isoflop_tolerance_and_min_sizes_decide_the_budgets_analysed(tmp_path: Path) -> None:
+    """4 sizes share each budget up to the steps' rounding: 2 budgets x 2 sparsities have a
+    parabola at the default tolerance; none when the tolerance is below the rounding or when each
+    budget needs more sizes than the sweep has."""
+    assert isoflop_budgets(tmp_path / "a", "analysis.isoflop={}") == 4
+    assert isoflop_budgets(tmp_path / "b", "analysis.isoflop={budget_tolerance: 1.0e-9}") == 0
+    assert isoflop_budgets(tmp_path / "c", "analysis.isoflop={min_sizes: 5}") == 0
+
+
+def test_design_budget_and_stop_sd_decide_whether_another_round_is_trained(tmp_path: Path) -> None:
+    """The budget (a multiple of the initial runs' FLOPs, as engine run computes it) and stop_sd
+    end the rounds (the whole loop with training: test_adaptive.py)."""
+    from engine.fit.io import read_table
+    from engine.study import adaptive
+
+    initial = {"model.d_model": [8, 16], "sparsity.level": [0.0, 0.875], "data.steps": [16, 32]}
+
+    def next_round(**design: Any) -> Any:
+        text = json.dumps({"target": "b_N", "initial": initial, "batch": 2} | design)
+        where = tmp_path / "-".join(f"{k}{v}" for k, v in design.items())
+        trained = lambda runs: adaptive.initial_runs(runs, runs[0].spec.analysis.design)  # noqa: E731
+        fit, _ = fitted(where, "analysis.fit.bootstrap=12", f"analysis.design={text}", only=trained)
+        runs = plan_experiment(where / "effect.yaml", [f"run.output_dir={where / 'runs'}", f"analysis.design={text}"])
+        spec_design = runs[0].spec.analysis.design
+        budget = spec_design.budget * sum(run.flops_dense for run in trained(runs))
+        table = read_table(runs[0].run_dir.parent / "results.csv")
+        return adaptive.next_round(fit, table, runs, spec_design, [], budget, 6.0, Console(file=StringIO()))
+
+    assert next_round(budget=10.0) is not None
+    assert next_round(budget=1.0e-6) is None  # nothing fits the budget
+    assert next_round(budget=10.0, stop_sd=1.0e9) is None  # the target is already pinned down enough
