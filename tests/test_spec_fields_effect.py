@@ -199,7 +199,7 @@ def test_fail_fast_is_refused_by_the_executors_that_start_every_run_at_once(tmp_
     from engine.study.executors import execute
 
     spec = write(tmp_path, VIT)
-    runs = plan_experiment(spec, ["run.failure_policy=fail_fast"])
+    runs = plan_experiment(spec, [f"run.output_dir={tmp_path / 'runs'}", "run.failure_policy=fail_fast"])
     with pytest.raises(UserError, match=f"fail_fast.*--executor {executor}"):
         execute(executor, runs, spec, [], Console(file=StringIO()), {})
     assert not (tmp_path / "runs").exists()
@@ -639,7 +639,7 @@ def test_worker_resources_are_what_ray_and_slurm_are_asked_for(tmp_path: Path, m
 
     spec = write(tmp_path, VIT)
     worker = "parallelism.worker={cpus: 3, gpus: 1, timeout_min: 7}"
-    runs = plan_experiment(spec, [worker])
+    runs = plan_experiment(spec, [f"run.output_dir={tmp_path / 'runs'}", worker])
     slurm = job_parameters([run.spec.parallelism.worker for run in runs], len(runs), "effect")
     assert (slurm["cpus_per_task"], slurm["gpus_per_node"], slurm["timeout_min"]) == (3, 1, 7)
     asked: list[dict[str, Any]] = []
@@ -756,3 +756,38 @@ def test_design_budget_and_stop_sd_decide_whether_another_round_is_trained(tmp_p
     assert next_round(budget=10.0) is not None
     assert next_round(budget=1.0e-6) is None  # nothing fits the budget
     assert next_round(budget=10.0, stop_sd=1.0e9) is None  # the target is already pinned down enough
+
+
+def test_fit_sources_name_the_law_an_nm_refit_freezes_and_table4_uses(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """nm_refit.dense_fit and pretrained_vs_scratch.law read a fit file, or the fit another spec's
+    `engine run` wrote; the refit's frozen coefficients and Table 4's law are that one."""
+    from engine.planning.dependencies import fit_file
+
+    monkeypatch.chdir(tmp_path)  # another spec's fit is found relative to the working directory
+    laws = {"a": paper.T5_C4, "b": LawCoefficients(**{**paper.T5_C4.as_dict(), "b_N": paper.T5_C4.b_N * 1.1})}
+    for name, law in laws.items():
+        write(tmp_path, json.dumps({"coefficients": law.as_dict()}), f"{name}.json")
+    dense_spec = write(tmp_path, SWEEP.replace("name: effect", "name: dense"), "dense.yaml")
+    dense_fit = fit_file(plan_experiment(dense_spec))  # relative to the working directory, as engine run has it
+    dense_fit.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "b.json", dense_fit)
+
+    def frozen_b_n(source: str, where: str) -> float:
+        runs, sweep_dir = sweep_with_results(tmp_path / where, "analysis.fit={starts: 2, bootstrap: 0, holdout: {kind: none}}",
+                                             f"analysis.nm_refit={{dense_fit: {source}}}")
+        rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines()]
+        (sweep_dir / "results.jsonl").unlink()
+        (sweep_dir / "results.csv").unlink()
+        for row in rows:  # the sparse runs become 2:4 (S = 0.5) and 1:8 (S = 0.875) runs
+            append_result(sweep_dir, row | {"pattern": {0.5: "2:4", 0.875: "1:8"}.get(row["sparsity"], "")})
+        report = analyse(runs, sweep_dir, Console(file=StringIO()))
+        assert report is not None
+        return json.loads((report / "fit_n4.json").read_text())["coefficients"]["b_N"]
+
+    assert frozen_b_n("{kind: fit_file, path: ../a.json}", "a") == pytest.approx(laws["a"].b_N)
+    assert frozen_b_n("{kind: fit_file, path: ../b.json}", "b") == pytest.approx(laws["b"].b_N)
+    assert frozen_b_n("{kind: spec, spec: ../dense.yaml}", "spec") == pytest.approx(laws["b"].b_N)
+    table4 = "analysis.pretrained_vs_scratch={law: {kind: spec, spec: ../dense.yaml}}"
+    _, report = analysed(tmp_path / "table4", "analysis.fit=null", table4, pretrained=2)
+    assert TABLE4 in report and dense_fit.as_posix() in report
