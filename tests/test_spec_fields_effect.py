@@ -791,3 +791,66 @@ def test_fit_sources_name_the_law_an_nm_refit_freezes_and_table4_uses(tmp_path: 
     table4 = "analysis.pretrained_vs_scratch={law: {kind: spec, spec: ../dense.yaml}}"
     _, report = analysed(tmp_path / "table4", "analysis.fit=null", table4, pretrained=2)
     assert TABLE4 in report and dense_fit.as_posix() in report
+
+
+def test_data_source_kind_chooses_the_source(text_corpus: Path) -> None:
+    synthetic = first_batches(plan_one(text_corpus, "model.base.vocab_size=259", text=TOKENS))
+    files = first_batches(plan_one(text_corpus, text=TEXT))
+    assert not same_data(synthetic, files)
+
+
+# --- data: the user's images --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> Path:
+    """The same 64 labelled 8x8 images as one .npz, as a .npy pair and as Parquet records of PNG
+    bytes (with a second image and label column holding other images)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def png(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, 64, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, size=(2, 64))
+    np.savez(tmp_path / "images.npz", images=images[0], labels=labels[0])
+    np.save(tmp_path / "images.npy", images[1])
+    np.save(tmp_path / "labels.npy", labels[1])
+    columns = {"image": [png(i) for i in images[0]], "label": labels[0].tolist(),
+               "other_image": [png(i) for i in images[1]], "other_label": labels[1].tolist()}
+    pq.write_table(pa.table(columns), tmp_path / "images.parquet")
+    shutil.copy(tmp_path / "images.parquet", tmp_path / "copy.parquet")
+    return tmp_path
+
+
+ARRAYS = VIT.replace("source: {kind: synthetic_images, seed: 0, eval_examples: 32, eval_batch_size: 16}",
+                     "source: {kind: image_arrays, paths: [images.npz], eval_batch_size: 4}")
+RECORDS = VIT.replace("source: {kind: synthetic_images, seed: 0, eval_examples: 32, eval_batch_size: 16}",
+                      "source: {kind: image_records, paths: [images.parquet], eval_batch_size: 4}")
+
+
+@pytest.mark.parametrize("text, field, value", [
+    (ARRAYS, "seed", "1"),
+    (ARRAYS, "paths", "[images.npy, labels.npy]"),
+    (ARRAYS, "eval_fraction", "0.5"),
+    (ARRAYS, "eval_batch_size", "2"),
+    (RECORDS, "seed", "1"),
+    (RECORDS, "paths", "[images.parquet, copy.parquet]"),
+    (RECORDS, "image_field", "other_image"),
+    (RECORDS, "label_field", "other_label"),
+    (RECORDS, "eval_fraction", "0.5"),
+    (RECORDS, "eval_batch_size", "2"),
+    (RECORDS, "max_eval_examples", "8"),  # of the 32 eval_fraction 0.5 holds out
+])
+def test_image_file_field_changes_the_data(image_files: Path, text: str, field: str, value: str) -> None:
+    base = ("data.on_exhausted=warn", *(["data.source.eval_fraction=0.5"] if field == "max_eval_examples" else []))
+    before = first_batches(plan_one(image_files, *base, text=text))
+    after = first_batches(plan_one(image_files, *base, f"data.source.{field}={value}", text=text))
+    assert not same_data(before, after)
