@@ -11,6 +11,7 @@ fails when the schema gains a field the table does not list, so a new field come
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from io import StringIO
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from engine.cli.schema import experiment_schema
 from engine.errors import UserError
 from engine.fit import paper
 from engine.fit.law import LawCoefficients, predict_loss
@@ -854,3 +856,235 @@ def test_image_file_field_changes_the_data(image_files: Path, text: str, field: 
     before = first_batches(plan_one(image_files, *base, text=text))
     after = first_batches(plan_one(image_files, *base, f"data.source.{field}={value}", text=text))
     assert not same_data(before, after)
+
+
+@pytest.mark.parametrize("field, value", [("vocab_size", "400"), ("model_type", "bpe"), ("sample_bytes", "20000")])
+def test_sentencepiece_training_fields_change_the_tokens(tmp_path: Path, field: str, value: str) -> None:
+    """A SentencePiece model trained from the spec's own files: each training setting gives another
+    model, so other token ids (the tokenizer kinds themselves:
+    test_data_runs.py::test_sentencepiece_trained_from_the_spec_and_a_user_model_drive_runs)."""
+    from corpus import copy_stdlib_corpus
+
+    assert copy_stdlib_corpus(tmp_path / "text")
+    text = TEXT.replace("vocab_size: 259", "vocab_size: 512").replace(
+        "paths: [docs.jsonl], format: jsonl, tokenizer: {kind: bytes}",
+        "paths: [text], tokenizer: {kind: sentencepiece, train: {vocab_size: 300, sample_bytes: 200000}}")
+    before = first_batches(plan_one(tmp_path, text=text))
+    after = first_batches(plan_one(tmp_path, f"data.source.tokenizer.train.{field}={value}", text=text))
+    assert not same_data(before, after)
+
+
+# --- every field of the schema has its effect test ----------------------------------------------------
+
+HERE = "test_spec_fields_effect.py"
+PLAN = f"{HERE}::test_model_size_and_budget_fields_change_the_plan"
+LEARNING_RATE = f"{HERE}::test_learning_rate_field_changes_the_schedule_at_the_step_it_governs"
+OPTIMIZER = f"{HERE}::test_optimizer_field_changes_the_update"
+SYNTHETIC = f"{HERE}::test_synthetic_source_field_changes_the_data"
+TEXT_FILES = f"{HERE}::test_text_files_field_changes_the_data"
+IMAGE_FILES = f"{HERE}::test_image_file_field_changes_the_data"
+SCHEDULE = f"{HERE}::test_sparsity_schedule_fields_change_when_the_masks_prune"
+PATTERN = f"{HERE}::test_sparsity_pattern_and_targets_change_what_is_pruned"
+FIT = f"{HERE}::test_fit_settings_change_the_fit"
+DERIVED = f"{HERE}::test_optimal_sparsity_rows_are_its_own_sparsities_even_without_gains"
+EXTRAPOLATION = f"{HERE}::test_extrapolation_points_are_where_the_law_is_predicted"
+ISOFLOP = f"{HERE}::test_isoflop_tolerance_and_min_sizes_decide_the_budgets_analysed"
+FIT_SOURCES = f"{HERE}::test_fit_sources_name_the_law_an_nm_refit_freezes_and_table4_uses"
+TABLE4_TEST = f"{HERE}::test_pretrained_vs_scratch_adds_table4_through_its_law_and_keeps_the_sweeps_own_fit"
+POLICY = f"{HERE}::test_checkpoint_every_keep_and_eval_every_shape_a_training_run"
+WANDB = f"{HERE}::test_wandb_project_entity_and_mode_reach_the_wandb_run"
+WORKER = f"{HERE}::test_worker_resources_are_what_ray_and_slurm_are_asked_for"
+RULES = f"{HERE}::test_sharding_rules_split_the_matching_parameters"
+BUDGET_FRACTION = f"{HERE}::test_budget_fraction_is_a_share_of_the_source_data_not_of_its_steps"
+CHECKPOINT_SOURCE = f"{HERE}::test_a_checkpoint_source_step_is_loaded_and_budgets_by_steps"
+SENTENCEPIECE = f"{HERE}::test_sentencepiece_training_fields_change_the_tokens"
+ADAPTIVE = "test_adaptive.py::test_an_adaptive_study_trains_the_initial_runs_then_one_suggested_round"
+
+# Field path (as `--set` writes it; `(kind)` marks a field of one union variant, `[]` a list's items)
+# -> the test that shows what changing it does. Sections that are plain mappings (e.g. `model`,
+# `data.source`, `parallelism.worker`) are covered by their fields and not listed.
+COVERAGE: dict[str, str] = {
+    "name": PLAN,
+    "extends": "test_spec_loading.py::test_extends_merges_child_over_base",
+    "seed": f"{HERE}::test_seed_draws_other_initial_parameters_and_only_them",
+    "model.kind": f"{HERE}::test_model_kind_chooses_the_family",
+    "model.nonzeros": PLAN,
+    "model.d_model": PLAN,
+    "model.width_multiple": PLAN,
+    "model(vit).preset": "test_plan.py::test_run_id_is_the_same_for_a_preset_and_its_values_spelt_out",
+    "model(t5).preset": "test_plan.py::test_t5_base_backbone_count_by_hand",
+    **{f"model(vit).base.{f}": PLAN for f in ("layers", "num_heads", "mlp_ratio", "image_size", "patch_size",
+                                              "channels", "num_classes")},
+    **{f"model(t5).base.{f}": PLAN for f in ("layers", "decoder_layers", "num_heads", "mlp_ratio", "vocab_size",
+                                             "seq_len", "target_len", "relative_buckets")},
+    **{f"model(decoder).base.{f}": PLAN for f in ("layers", "num_heads", "mlp_ratio", "vocab_size", "seq_len")},
+    "sparsity.level": PLAN,
+    "sparsity.pattern.kind": PATTERN,
+    "sparsity.pattern(nm).n": PATTERN,
+    "sparsity.pattern(nm).m": PATTERN,
+    "sparsity.targets": PATTERN,
+    "sparsity.schedule.kind": SCHEDULE,
+    "sparsity.schedule(gmp).start": SCHEDULE,
+    "sparsity.schedule(gmp).end": SCHEDULE,
+    "sparsity.schedule(gmp).interval": SCHEDULE,
+    "sparsity.schedule(oneshot).at": SCHEDULE,
+    "init.kind": "test_pretrained.py::test_params_only_restore_fresh_optimizer_masks_from_restored_weights",
+    "init(pretrained).source.kind": CHECKPOINT_SOURCE,
+    "init(pretrained).source(run).spec": BUDGET_FRACTION,
+    "init(pretrained).source(run).where": "test_pretrained.py::test_a_source_of_another_width_is_refused_at_plan_time",
+    "init(pretrained).source(checkpoint).path": "test_pretrained.py::test_shape_mismatch_names_the_tensor_and_writes_nothing",
+    "init(pretrained).source(checkpoint).step": CHECKPOINT_SOURCE,
+    "init(pretrained).budget_fraction": BUDGET_FRACTION,
+    "optimizer.kind": f"{HERE}::test_optimizer_kind_chooses_the_optimizer",
+    "optimizer.learning_rate.kind": f"{HERE}::test_learning_rate_kind_chooses_the_schedule",
+    "optimizer.learning_rate(constant).value": LEARNING_RATE,
+    **{f"optimizer.learning_rate({kind}).{f}": LEARNING_RATE for kind, fields in (
+        ("rsqrt", ("peak", "warmup_steps", "linear_warmup")),
+        ("cosine", ("peak", "warmup_steps", "final_fraction")),
+        ("warmup_constant_cooldown", ("peak", "warmup_steps", "cooldown_fraction"))) for f in fields},
+    **{f"optimizer(adafactor).{f}": OPTIMIZER for f in ("relative_step", "sparsity_aware_rms", "clip_threshold",
+                                                        "decay_rate", "beta2_cap", "momentum", "eps", "min_param_scale")},
+    **{f"optimizer(adamw).{f}": OPTIMIZER for f in ("b1", "b2", "eps")},
+    "optimizer.weight_decay": OPTIMIZER,
+    "optimizer.grad_clip_norm": OPTIMIZER,
+    "data.source.kind": f"{HERE}::test_data_source_kind_chooses_the_source",
+    **{f"data.source(synthetic_images).{f}": SYNTHETIC for f in (
+        "seed", "teacher_width", "teacher_layers", "teacher_frequency", "feature_decay", "label_temperature",
+        "patterns", "active_patterns", "pixel_noise", "smoothness", "eval_examples", "eval_batch_size")},
+    **{f"data.source(synthetic_tokens).{f}": SYNTHETIC for f in (
+        "seed", "symbols", "order", "concentration", "backoff", "smoothing", "zipf_exponent", "eval_examples",
+        "eval_batch_size")},
+    **{f"data.source(text_files).{f}": TEXT_FILES for f in (
+        "seed", "paths", "format", "text_field", "eval_fraction", "eval_batch_size", "max_eval_examples")},
+    "data.source(text_files).tokenizer.kind":
+        "test_data_runs.py::test_sentencepiece_trained_from_the_spec_and_a_user_model_drive_runs",
+    "data.source(text_files).tokenizer(sentencepiece).model":
+        "test_data_runs.py::test_sentencepiece_trained_from_the_spec_and_a_user_model_drive_runs",
+    "data.source(text_files).tokenizer(sentencepiece).train": SENTENCEPIECE,
+    **{f"data.source(text_files).tokenizer(sentencepiece).train.{f}": SENTENCEPIECE
+       for f in ("vocab_size", "model_type", "sample_bytes")},
+    "data.source(text_files).tokenizer(huggingface).file": "test_data_cache.py::test_huggingface_tokenizer_json",
+    **{f"data.source(image_arrays).{f}": IMAGE_FILES for f in ("seed", "paths", "eval_fraction", "eval_batch_size")},
+    **{f"data.source(image_records).{f}": IMAGE_FILES for f in (
+        "seed", "paths", "image_field", "label_field", "eval_fraction", "eval_batch_size", "max_eval_examples")},
+    "data.steps": PLAN,
+    "data.flops": PLAN,
+    "data.batch_size": PLAN,
+    "data.eval_every": POLICY,
+    "data.on_exhausted": "test_data_files.py::test_exhaustion_warn_wraps_with_fresh_permutations",
+    "sweep.grid": "test_spec_loading.py::test_extends_sweep_expansion",
+    "sweep.zip": "test_spec_loading.py::test_extends_sweep_expansion",
+    "analysis.fit": TABLE4_TEST,
+    **{f"analysis.fit.{f}": FIT for f in ("huber_delta", "log_loss", "starts", "seed", "bootstrap", "holdout.kind")},
+    "analysis.fit.holdout(runs).coordinates":
+        "test_analysis_declared.py::test_runs_holdout_holds_out_the_listed_coordinates_and_reports_their_error",
+    "analysis.gains": DERIVED,
+    "analysis.gains.sparsities": DERIVED,
+    "analysis.optimal_sparsity": DERIVED,
+    "analysis.optimal_sparsity.costs": DERIVED,
+    "analysis.optimal_sparsity.sparsities": DERIVED,
+    "analysis.extrapolation": EXTRAPOLATION,
+    **{f"analysis.extrapolation[].{f}": EXTRAPOLATION for f in ("sparsity", "nonzeros", "data")},
+    "analysis.isoflop": ISOFLOP,
+    "analysis.isoflop.budget_tolerance": ISOFLOP,
+    "analysis.isoflop.min_sizes": ISOFLOP,
+    "analysis.design": ADAPTIVE,
+    "analysis.design.target": ADAPTIVE,
+    "analysis.design.initial": ADAPTIVE,
+    "analysis.design.rounds": ADAPTIVE,
+    "analysis.design.batch": ADAPTIVE,
+    "analysis.design.budget": f"{HERE}::test_design_budget_and_stop_sd_decide_whether_another_round_is_trained",
+    "analysis.design.stop_sd": f"{HERE}::test_design_budget_and_stop_sd_decide_whether_another_round_is_trained",
+    "analysis.nm_refit": FIT_SOURCES,
+    "analysis.nm_refit.dense_fit.kind": FIT_SOURCES,
+    "analysis.nm_refit.dense_fit(spec).spec": FIT_SOURCES,
+    "analysis.nm_refit.dense_fit(fit_file).path": FIT_SOURCES,
+    "analysis.pretrained_vs_scratch": TABLE4_TEST,
+    "analysis.pretrained_vs_scratch.law.kind": FIT_SOURCES,
+    "analysis.pretrained_vs_scratch.law(spec).spec": FIT_SOURCES,
+    "analysis.pretrained_vs_scratch.law(fit_file).path": TABLE4_TEST,
+    "analysis.report.formats": "test_analysis_declared.py::test_report_formats_writes_exactly_the_declared_formats",
+    "run.checkpoint_every": POLICY,
+    "run.keep": POLICY,
+    "run.failure_policy": f"{HERE}::test_fail_fast_is_refused_by_the_executors_that_start_every_run_at_once",
+    "run.output_dir": PLAN,
+    "run.tensorboard": "test_run_logging.py::test_tensorboard_false_writes_no_event_files",
+    "run.wandb": "test_run_logging.py::test_wandb_offline_run_holds_the_logged_history",
+    "run.wandb.project": WANDB,
+    "run.wandb.entity": WANDB,
+    "run.wandb.mode": WANDB,
+    "parallelism.mesh.data": "test_parallel.py::test_engine_run_refuses_a_mesh_this_machine_lacks_before_claiming_runs",
+    "parallelism.mesh.fsdp": "test_parallel.py::test_8_devices_with_fsdp_give_the_same_losses",
+    "parallelism.rules": RULES,
+    "parallelism.rules[].pattern": RULES,
+    "parallelism.rules[].spec": RULES,
+    "parallelism.worker.cpus": WORKER,
+    "parallelism.worker.gpus": WORKER,
+    "parallelism.worker.timeout_min": WORKER,
+}
+
+
+def schema_fields(schema: dict[str, Any]) -> list[str]:
+    """Every field of the experiment schema by its path. A union's variants share a path where
+    they share the field; a field of one variant is written `path(kind).field`, each union's
+    `kind` once. A mapping that is neither nullable nor a list is covered by its own fields."""
+    definitions = schema["$defs"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    def options(node: dict[str, Any]) -> list[dict[str, Any]]:
+        node = resolve(node)
+        alternatives = node.get("oneOf") or node.get("anyOf")
+        return [o for a in alternatives for o in options(a)] if alternatives else [node]
+
+    def objects(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [o for o in options(node) if "properties" in o]
+
+    def items(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [i for o in options(node) if o.get("type") == "array" and "items" in o for i in objects(o["items"])]
+
+    found: list[str] = []
+
+    def walk(variants: list[dict[str, Any]], prefix: str) -> None:
+        union = len(variants) > 1
+        for variant in variants:
+            kind = variant["properties"].get("kind", {}).get("const")
+            for name, node in variant["properties"].items():
+                shared = all(json.dumps(other["properties"].get(name), sort_keys=True) == json.dumps(node, sort_keys=True)
+                             for other in variants)
+                if name == "kind" and union:
+                    path = f"{prefix}kind"
+                else:
+                    path = f"{prefix}{name}" if shared or not union else f"{prefix[:-1]}({kind}).{name}"
+                nested, listed = objects(node), items(node)
+                nullable = any(o.get("type") == "null" for o in options(node))
+                if (not nested or nullable or listed) and path not in found:
+                    found.append(path)
+                if nested:
+                    walk(nested, path + ".")
+                if listed:
+                    walk(listed, path + "[].")
+
+    walk([schema], "")
+    return found
+
+
+def test_every_schema_field_has_an_effect_test() -> None:
+    fields = schema_fields(experiment_schema())
+    missing = [path for path in fields if path not in COVERAGE]
+    assert not missing, f"fields without an effect test (add one and list it in COVERAGE): {missing}"
+    stale = [path for path in COVERAGE if path not in fields]
+    assert not stale, f"COVERAGE lists fields the schema no longer has: {stale}"
+
+
+def test_every_listed_effect_test_exists() -> None:
+    defined: dict[str, set[str]] = {}
+    for reference in set(COVERAGE.values()):
+        module, name = reference.split("::")
+        if module not in defined:
+            tree = ast.parse((TESTS / module).read_text())
+            defined[module] = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        assert name in defined[module], f"{reference} does not exist"
