@@ -190,7 +190,9 @@ class AnalysisSpec(SpecModel):
         default=None,
         description=(
             "n:m refit against a frozen dense fit, with `fit`'s Huber, starts and bootstrap settings (no "
-            "holdout; Huber 0.01 on L when `fit` is null); it replaces this sweep's own full fit. Null to skip."
+            "holdout; Huber 0.01 on L when `fit` is null); it replaces this sweep's own full fit, and with it "
+            "what is derived from that fit (gains, optimal_sparsity, extrapolation, isoflop): the refit "
+            "reports its gains at the n:m levels of the results. Null to skip."
         ),
     )
     pretrained_vs_scratch: PretrainedVsScratchSettings | None = Field(
