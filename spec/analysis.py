@@ -68,8 +68,14 @@ class GainsSettings(SpecModel):
 
 
 class OptimalSparsitySettings(SpecModel):
-    """Contours of the optimal sparsity S_opt(N, C) (eq. 5/6), for dense and/or sparse costs."""
+    """The optimal sparsity S_opt(N, C) (eq. 5/6), for dense and/or sparse costs: a table of how many
+    times the Chinchilla-optimal length one must train before each listed sparsity is optimal, and
+    the contours over (N, C)."""
 
+    sparsities: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75, 0.875], min_length=1,
+        description="Sparsity levels of the table: the training length (in Chinchilla multiples) at which each becomes optimal.",
+    )
     costs: list[Literal["dense", "sparse"]] = Field(
         default_factory=lambda: list[Literal["dense", "sparse"]](["dense", "sparse"]),
         min_length=1,
@@ -184,10 +190,18 @@ class AnalysisSpec(SpecModel):
         default=None,
         description=(
             "n:m refit against a frozen dense fit, with `fit`'s Huber, starts and bootstrap settings (no "
-            "holdout; Huber 0.01 on L when `fit` is null); it replaces this sweep's own full fit. Null to skip."
+            "holdout; Huber 0.01 on L when `fit` is null); it replaces this sweep's own full fit, and with it "
+            "what is derived from that fit (gains, optimal_sparsity, extrapolation, isoflop): the refit "
+            "reports its gains at the n:m levels of the results. Null to skip."
         ),
     )
     pretrained_vs_scratch: PretrainedVsScratchSettings | None = Field(
-        default=None, description="Pretrained-vs-scratch data equivalence (Table 4); null to skip."
+        default=None,
+        description=(
+            "Pretrained-vs-scratch data equivalence (Table 4) of this sweep's pretrained runs through the "
+            "law named in `law`. It adds a report section and does not replace this sweep's own fit: with "
+            "`fit` set the from-scratch runs are still fitted and reported (Table 4 through that fit is "
+            "left out, the named law's is shown); with `fit` null the section is the whole report. Null to skip."
+        ),
     )
     report: ReportSettings = Field(default_factory=ReportSettings, description="Report output settings.")

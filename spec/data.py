@@ -227,7 +227,7 @@ class DataSpec(SpecModel):
         gt=0,
         description=(
             "Training steps. D = steps x batch_size examples (x seq_len tokens for language models). "
-            "A pretrained run's init.budget_fraction, when set, replaces it (a fraction of the source's steps)."
+            "A pretrained run's init.budget_fraction, when set, replaces it (a fraction of the source's D)."
         ),
         examples=[600],
     )

@@ -49,20 +49,20 @@ Source = Annotated[RunSource | CheckpointSource, Field(discriminator="kind")]
 
 
 class PretrainedInit(SpecModel):
-    """Start from the parameters of an earlier run or checkpoint."""
+    """Start from the parameters of an earlier run or checkpoint: parameters only (the optimizer
+    state and the masks start fresh, and the run's schedules start at its own step 0)."""
 
     kind: Literal["pretrained"] = Field(description="Init type.")
     source: Source = Field(description="Where the parameters come from: {kind: run, ...} or {kind: checkpoint, ...}.")
-    load: Literal["params"] = Field(
-        default="params", description="What is loaded: parameters only (fresh optimizer state and masks)."
-    )
     budget_fraction: float | None = Field(
         default=None,
         gt=0,
         description=(
-            "This run's length as a fraction of the source's training steps (the paper: 0.056): "
-            "steps = round(fraction x source steps). When set it decides the length: a data.steps "
-            "inherited from an extended spec is replaced (`engine plan` shows the steps)."
+            "This run's training data D as a fraction of the source run's D (the paper: 0.056 of the "
+            "pretraining budget): steps = round(fraction x source D / (batch_size x tokens per example)), "
+            "at least 1, so another batch size still gives that share of the data. A checkpoint source "
+            "has no recorded D: then steps = round(fraction x its step). When set it decides the length: "
+            "a data.steps inherited from an extended spec is replaced (`engine plan` shows the steps)."
         ),
     )
 

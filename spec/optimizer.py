@@ -46,7 +46,9 @@ class CosineRate(SpecModel):
 
 class WarmupConstantCooldownRate(SpecModel):
     """Warmup, constant, cooldown: linear warmup to `peak`, hold, then decay linearly to 0 over the
-    last `cooldown_fraction` of the run."""
+    last `cooldown_fraction` of the run. The warmup and the cooldown must fit in every run of the
+    sweep together: `engine validate --plan` and `engine run` refuse a run they exceed, at
+    warmup_steps (the warmup is never cut short)."""
 
     kind: Literal["warmup_constant_cooldown"] = Field(description="Schedule type.")
     peak: float = Field(gt=0, description="The constant rate between warmup and cooldown.")

@@ -42,7 +42,13 @@ class RunPolicy(SpecModel):
                     "after another. 1: every run alone.")
     failure_policy: Literal["continue", "fail_fast"] = Field(
         default="continue",
-        description="When a run fails (e.g. NaN loss): record it and go on with the sweep, or stop the sweep.",
+        description=(
+            "What a run whose training loss turns NaN/inf (recorded as failed, with its step) does to the "
+            "sweep: continue trains the remaining runs, fail_fast trains no further run (engine run exits 1 "
+            "either way). Only a sweep trained one run after another (--executor local) can stop early: "
+            "--executor ray and slurm refuse fail_fast. Other errors (bad input, a full disk) stop engine "
+            "run under either policy."
+        ),
     )
     output_dir: str = Field(
         default="runs",

@@ -197,7 +197,7 @@ def _summary(fit: FitResult, findings_parts: dict[str, Any], ranges: FittedRange
             f"3. Sparsity and data act independently in the law: the data exponent is b_D = {ch['beta'].text()} at "
             f"every sparsity, and the irreducible loss c = {ch['E'].text()}.")
         multiples = findings_parts["sopt_multiples"]
-        if multiples:
+        if multiples and any(multiples.values()):
             s = min(next(iter(multiples.values())))  # the lowest declared sparsity
             costs = "; ".join(f"{by_s[s].text(unit='x')} with {cost} costs" for cost, by_s in multiples.items())
             sentences.append(f"{100 * s:g}% sparsity becomes optimal once training runs this many times the "
@@ -236,7 +236,7 @@ def derive_findings(fit: FitResult, table: ResultsTable, unit_d: str = "examples
             cost: {s: _estimate(chinchilla_multiple(law, s, COST_ALPHAS[cost]),
                                 None if samples is None else _multiples_from_samples(samples, s, COST_ALPHAS[cost]),
                                 ranges.outside(sparsity=s))
-                   for s in questions.gain_sparsities}
+                   for s in questions.sopt_sparsities}
             for cost in questions.sopt_costs
         }
     predictions = []

@@ -74,6 +74,7 @@ class FitSettings:
     # What to derive from the law (a spec's analysis.gains, .optimal_sparsity, .extrapolation).
     gain_sparsities: tuple[float, ...] = tuple(SPEC_GAINS.sparsities)
     sopt_costs: tuple[str, ...] = tuple(SPEC_SOPT.costs)
+    sopt_sparsities: tuple[float, ...] = tuple(SPEC_SOPT.sparsities)
     extrapolation: tuple[tuple[float, float, float], ...] = ()  # (S, N, D) points to predict
     isoflop: tuple[float, int] | None = None  # (budget tolerance, min sizes): the IsoFLOP analysis, or off
 
@@ -280,7 +281,7 @@ def fit_result_from_json(document: dict[str, Any]) -> FitResult:
         raise UserError(f"not a fit.json of this engine (format {document.get('format')!r})")
     raw_settings = dict(document["settings"])
     frozen = raw_settings.pop("freeze_dense", None)
-    for name in ("gain_sparsities", "sopt_costs"):  # JSON lists back to the tuples FitSettings holds
+    for name in ("gain_sparsities", "sopt_costs", "sopt_sparsities"):  # JSON lists back to the tuples FitSettings holds
         if name in raw_settings:
             raw_settings[name] = tuple(raw_settings[name])
     if raw_settings.get("isoflop") is not None:

@@ -15,6 +15,8 @@ Each sweep point is planned (engine.planning.plan, pure Python: no JAX, no traci
 - a sweep with too few from-scratch runs left after the holdout for the fit's free coefficients
   (7, or 3 for an n:m refit, per group size m), so the fit would fail after all the training.
 `engine run` refuses the same problems before it trains anything (check_plan).
+- a warmup_constant_cooldown learning rate whose warmup and cooldown together exceed a run's steps,
+  at `optimizer.learning_rate.warmup_steps`,
 - a run that needs more examples than its data files hold while `data.on_exhausted` is refuse
   (engine.planning.data_budget: exact from the prepared cache, else estimated from file sizes),
   at the node that sets the run's `data.steps`.
@@ -35,7 +37,16 @@ from engine.errors import UserError
 from engine.fit.law import COEFFICIENT_NAMES
 from engine.planning import sizing
 from engine.planning.data_budget import data_budget
-from engine.planning.plan import RunPlan, SourcePlans, base_fields, level_of, model_dims, plan_run, schedule_problem
+from engine.planning.plan import (
+    RunPlan,
+    SourcePlans,
+    base_fields,
+    learning_rate_problem,
+    level_of,
+    model_dims,
+    plan_run,
+    schedule_problem,
+)
 from engine.planning.sizing import ModelDims
 from spec.analysis import LargestNonzerosHoldout, RunsHoldout
 from spec.data import SentencepieceTokenizer, TextFiles
@@ -87,6 +98,10 @@ def plan_issues(path: Path, overrides: Sequence[str], analysis: bool = True) -> 
         schedule = schedule_problem(run.spec.sparsity, run.steps)
         if schedule:
             issues.append(Issue(locate("sparsity.schedule.interval"), schedule, at="sparsity.schedule.interval"))
+        rate = learning_rate_problem(run.spec.optimizer.learning_rate, run.steps)
+        if rate:
+            at = "optimizer.learning_rate.warmup_steps"
+            issues.append(Issue(locate(at), rate, at=at))
         vocab = vocab_problem(run)
         if vocab:
             issues.append(Issue(locate("data.source.tokenizer"), vocab, at="data.source.tokenizer"))
@@ -244,7 +259,7 @@ def fit_size_issues(runs: list[RunPlan], tree: Located) -> list[Issue]:
     """Too few from-scratch runs to fit what the analysis declares, at `sweep` (or `analysis.fit`
     without a sweep): the fit would fail only after every run has trained."""
     analysis = runs[0].spec.analysis
-    if analysis.fit is None and analysis.nm_refit is None or analysis.pretrained_vs_scratch is not None:
+    if analysis.fit is None and analysis.nm_refit is None:
         return []
     problem = fit_size_problem(runs)
     if problem is None:

@@ -37,6 +37,7 @@ from spec.experiment import ExperimentSpec
 from spec.init import CheckpointSource, PretrainedInit, RunSource
 from spec.loading import Experiment, load_experiment
 from spec.model import PRESETS, DecoderModel, T5Model, VitModel
+from spec.optimizer import LearningRate, WarmupConstantCooldownRate
 from spec.sparsity import DenseSchedule, GmpSchedule, NmPattern, OneshotSchedule, SparsitySpec
 
 RUN_ID_LENGTH = 12
@@ -248,6 +249,24 @@ def schedule_problem(sparsity: SparsitySpec, steps: int) -> str | None:
     return None
 
 
+def cooldown_steps(rate: WarmupConstantCooldownRate, steps: int) -> int:
+    """The cooldown's length in steps of a run of `steps` steps."""
+    return round(rate.cooldown_fraction * steps)
+
+
+def learning_rate_problem(rate: LearningRate, steps: int) -> str | None:
+    """Why a learning-rate schedule cannot run as written in `steps` steps, or None: a warmup and
+    a cooldown that together exceed the run would cut the warmup short and never hold the peak."""
+    if not isinstance(rate, WarmupConstantCooldownRate):
+        return None
+    cooldown = cooldown_steps(rate, steps)
+    if rate.warmup_steps + cooldown <= steps:
+        return None
+    return (f"warmup_steps {rate.warmup_steps} and a cooldown of {cooldown} steps (cooldown_fraction "
+            f"{rate.cooldown_fraction:g}) exceed the run's {steps} steps; use fewer warmup_steps, a smaller "
+            "cooldown_fraction or a longer run")
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 
@@ -271,11 +290,14 @@ def run_id(spec: ExperimentSpec, dims: ModelDims, source: PretrainedSource | Non
     run's id and step. Independent of key order, comments, defaults written out or not, presets vs
     the same values spelt out, the name, the sweep, the analysis and the run policy (output
     directory included)."""
+    init = spec.init.model_dump(mode="json", exclude={"source"} if source is not None else None)
+    if init["kind"] == "pretrained":
+        init["load"] = "params"  # the removed init.load's one value: ids of existing pretrained runs stay the same
     semantic = {
         "model": asdict(dims),
         "sparsity": spec.sparsity.model_dump(mode="json"),
         # A resolved source stands for itself (below), however its spec path or `where` is spelt.
-        "init": spec.init.model_dump(mode="json", exclude={"source"} if source is not None else None),
+        "init": init,
         "optimizer": spec.optimizer.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json"),
         "seed": spec.seed,

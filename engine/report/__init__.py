@@ -29,15 +29,16 @@ def index_path(out_dir: Path, formats: Sequence[ReportFormat] = FORMATS) -> Path
 
 def write_report(
     out_dir: Path, fit: FitResult, table: ResultsTable, write_fit_json: bool = True,
-    formats: Sequence[ReportFormat] = FORMATS, extra_blocks: list[Block] | None = None,
+    formats: Sequence[ReportFormat] = FORMATS, extra_blocks: list[Block] | None = None, own_table4: bool = True,
 ) -> Path:
     """Write the report for `fit` (made from `table`) into out_dir in `formats`, with `extra_blocks`
-    (a study's own sections) at the end; returns its main file (index_path)."""
+    (a study's own sections) at the end; returns its main file (index_path). `own_table4`: see
+    engine.report.content.report_blocks."""
     from engine.fit import paper
 
     paper_objective = objective_at(table, paper.T5_C4, fit.settings) if is_paper_t5(table) else None
     findings = derive_findings(fit, table, data_unit(table), flops_per_param_example(table))
-    blocks = report_blocks(fit, table, findings, paper_objective) + (extra_blocks or [])
+    blocks = report_blocks(fit, table, findings, paper_objective, own_table4) + (extra_blocks or [])
     main_file = write_blocks(out_dir, blocks, "Sparse scaling-law fit", formats)
     if write_fit_json:
         fit.write(out_dir / "fit.json", findings.to_json())

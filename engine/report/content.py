@@ -286,7 +286,9 @@ def _gain_verdict(fit: FitResult) -> str:
 
 
 def report_blocks(fit: FitResult, table: ResultsTable, findings: Findings,
-                  paper_objective: tuple[float, float] | None = None) -> list[Block]:
+                  paper_objective: tuple[float, float] | None = None, own_table4: bool = True) -> list[Block]:
+    """The report's sections; `own_table4` False leaves out Table 4 through this fit (a spec's
+    analysis.pretrained_vs_scratch names the law to measure pretrained runs against instead)."""
     t5 = is_paper_t5(table)
     k = flops_per_param_example(table)
     unit = data_unit(table)
@@ -330,7 +332,8 @@ def report_blocks(fit: FitResult, table: ResultsTable, findings: Findings,
     blocks += holdout_blocks(fit, table)
     blocks += sopt_blocks(fit, findings, fit_table, k, t5)
     blocks += isoflop_blocks(findings, fit_table, unit)
-    blocks += pretrained_blocks(fit, table)
+    if own_table4:
+        blocks += pretrained_blocks(fit, table)
     return blocks
 
 

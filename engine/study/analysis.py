@@ -31,8 +31,9 @@ from spec.analysis import FitSettings as FitSettingsSpec
 
 def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | None:
     """Fit the law to the sweep's results and write the report, per the spec's analysis section:
-    the sweep's own fit, or an n:m refit against another fit (Table 3), or pruned pretrained
-    runs measured against another fit (Table 4)."""
+    the sweep's own fit (of its from-scratch runs), or an n:m refit against another fit instead
+    (Table 3); pruned pretrained runs measured against another fit (Table 4) are a section added
+    to either, or the whole report when `fit` is null."""
     from engine.fit import read_table
     from engine.report import write_blocks
 
@@ -45,17 +46,19 @@ def analyse(runs: list[RunPlan], sweep_dir: Path, console: Console) -> Path | No
     table = read_table(sweep_dir / "results.csv")
     report_dir = sweep_dir / "report"
     spec_dir = runs[0].spec_dir
-    if analysis.nm_refit is None and analysis.pretrained_vs_scratch is None:
-        return _fit_report(runs, report_dir, sweep_dir)
-    blocks = []
-    if analysis.nm_refit is not None:
-        blocks += _nm_refit(analysis, table, spec_dir, report_dir)
-    if analysis.pretrained_vs_scratch is not None:
+    study_blocks = []
+    if analysis.pretrained_vs_scratch is not None:  # Table 4 adds to the sweep's own fit, never replaces it
         from engine.report.studies import pretrained_vs_scratch_blocks
 
         law, where = load_law(analysis.pretrained_vs_scratch.law, spec_dir, "analysis.pretrained_vs_scratch.law")
-        blocks += pretrained_vs_scratch_blocks(law, where, with_pretrain_data(table, runs))
-    write_blocks(report_dir, blocks, f"{runs[0].experiment}: sparse scaling studies", analysis.report.formats)
+        study_blocks = pretrained_vs_scratch_blocks(law, where, with_pretrain_data(table, runs))
+    if analysis.nm_refit is None and analysis.fit is not None:
+        return _fit_report(runs, report_dir, sweep_dir, study_blocks)
+    blocks = []
+    if analysis.nm_refit is not None:
+        blocks += _nm_refit(analysis, table, spec_dir, report_dir)
+    write_blocks(report_dir, blocks + study_blocks, f"{runs[0].experiment}: sparse scaling studies",
+                 analysis.report.formats)
     return report_dir
 
 
@@ -82,6 +85,7 @@ def _fit_settings(settings: FitSettingsSpec | None, holdout: str, analysis: Anal
         derived = {
             "gain_sparsities": tuple(analysis.gains.sparsities) if analysis.gains else (),
             "sopt_costs": tuple(analysis.optimal_sparsity.costs) if analysis.optimal_sparsity else (),
+            "sopt_sparsities": tuple(analysis.optimal_sparsity.sparsities) if analysis.optimal_sparsity else (),
             "extrapolation": tuple((p.sparsity, p.nonzeros, p.data) for p in analysis.extrapolation),
             "isoflop": None if analysis.isoflop is None else (analysis.isoflop.budget_tolerance, analysis.isoflop.min_sizes),
         }
@@ -103,12 +107,13 @@ def fit_sweep(runs: list[RunPlan], sweep_dir: Path) -> tuple[FitResult, ResultsT
     return fit_law(table, _fit_settings(analysis.fit, holdout, analysis)), table
 
 
-def _fit_report(runs: list[RunPlan], report_dir: Path, sweep_dir: Path) -> Path:
+def _fit_report(runs: list[RunPlan], report_dir: Path, sweep_dir: Path, study_blocks: list) -> Path:
     from engine.report import write_report
 
     fit, table = fit_sweep(runs, sweep_dir)
     extra = _design_blocks(runs, fit, table, sweep_dir) if runs[0].spec.analysis.design is not None else []
-    write_report(report_dir, fit, table, formats=runs[0].spec.analysis.report.formats, extra_blocks=extra)
+    write_report(report_dir, fit, table, formats=runs[0].spec.analysis.report.formats,
+                 extra_blocks=extra + study_blocks, own_table4=runs[0].spec.analysis.pretrained_vs_scratch is None)
     return report_dir
 
 

@@ -17,7 +17,14 @@ from engine import models
 from engine.data import Batch, DataSource, build_source
 from engine.data.base import step_batches
 from engine.errors import UserError
-from engine.planning.plan import RunPlan, gmp_steps, schedule_problem, source_settings
+from engine.planning.plan import (
+    RunPlan,
+    cooldown_steps,
+    gmp_steps,
+    learning_rate_problem,
+    schedule_problem,
+    source_settings,
+)
 from engine.sparsity import (
     NM,
     DenseSchedule,
@@ -90,9 +97,10 @@ def build_learning_rate(rate, steps: int) -> LearningRateSchedule:
     if isinstance(rate, CosineRate):
         return cosine_lr(rate.peak, rate.warmup_steps, steps, rate.final_fraction * rate.peak)
     assert isinstance(rate, WarmupConstantCooldownRate)
-    cooldown = round(rate.cooldown_fraction * steps)
-    warmup = min(rate.warmup_steps, steps - cooldown)
-    return warmup_constant_cooldown_lr(rate.peak, warmup, steps, cooldown)
+    problem = learning_rate_problem(rate, steps)  # planning refuses it first; never shorten the warmup silently
+    if problem:
+        raise ValueError(f"optimizer.learning_rate: {problem}")
+    return warmup_constant_cooldown_lr(rate.peak, rate.warmup_steps, steps, cooldown_steps(rate, steps))
 
 
 @jax.tree_util.register_dataclass

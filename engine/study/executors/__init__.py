@@ -83,6 +83,11 @@ def execute(
         check_layouts(runs)
         sweep_dir = runs[0].run_dir.parent
         return train_sweep(runs, sweep_dir, console, **sweep_options)
+    if executor in ("ray", "slurm") and any(run.spec.run.failure_policy == "fail_fast" for run in runs):
+        # Every run is submitted at once, so there is no later run to hold back after a failure.
+        raise UserError(f"run.failure_policy: fail_fast stops a sweep that trains its runs one after another "
+                        f"(--executor local); --executor {executor} starts them all at once. Use "
+                        "--set run.failure_policy=continue, or the local executor")
     jobs = worker_jobs(spec, overrides, runs, sweep_options)
     resources = [run.spec.parallelism.worker for run in runs]
     if executor == "ray":
