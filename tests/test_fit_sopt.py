@@ -1,15 +1,18 @@
 """S_opt: the closed form (dense costs), the monotone root (sparse costs) and the Chinchilla line,
 each checked against direct numerical minimisation."""
 
+import math
+
 import numpy as np
 import pytest
 from helpers import optimal_sparsity_numerical
 from scipy.optimize import minimize_scalar
 
 from engine.fit import paper
-from engine.fit.law import predict_loss
+from engine.fit.law import LawCoefficients, predict_loss
 from engine.fit.sopt import (
     chinchilla_data,
+    chinchilla_multiple,
     chinchilla_nonzeros,
     contour_compute,
     optimal_sparsity,
@@ -64,3 +67,10 @@ def test_dense_is_optimal_when_compute_is_short() -> None:
     n = 1e8
     compute = 3.0 * n * chinchilla_data(law, n) * 0.5
     assert float(optimal_sparsity(law, n, compute, 3.0, DENSE_COST_ALPHA)) == 0.0
+
+
+def test_a_multiple_beyond_float_range_is_infinite_not_an_error() -> None:
+    """A bootstrap sample with a tiny b_D and a steep b_S puts the multiple past 1e308: it reads as
+    never (inf), where Python's float power raised OverflowError and stopped the report."""
+    law = LawCoefficients(a_S=0.0093, b_S=35.7, c_S=0.155, b_N=0.0947, a_D=47.3, b_D=0.0177, c=1.68)
+    assert chinchilla_multiple(law, 0.5, 1.0) == math.inf
