@@ -8,13 +8,16 @@ The engine is not edited for this: the bench wraps, for the duration of the swee
   happens to wait for it next; this removes the loop's overlap of data generation with compute,
   so the wall time is a little longer than an unmeasured sweep's);
 - the data source's batch() and eval_batches(), engine.training.loop.evaluate, and CheckpointStore;
-- JAX's compile-duration events (tracing, lowering, XLA compile or persistent-cache load),
-  charged to "compile" and taken out of the bucket they happened in.
+- JAX's compile-duration events (tracing, lowering, XLA compile or persistent-cache load) in the sweep's
+  own thread, charged to "compile" and taken out of the bucket they happened in; the next shape's
+  compile in the background (engine.training.loop.warm_programs) is charged only for the time the
+  sweep waits for it.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +76,9 @@ class _Clock:
         self.compile_seconds = 0.0
 
     def on_duration(self, event: str, seconds: float, **_: Any) -> None:
-        if event in COMPILE_EVENTS:
+        # The next shape's programs compile in a background thread while a run trains
+        # (warm_programs): only what the sweep's own thread spends compiling is charged.
+        if event in COMPILE_EVENTS and threading.current_thread() is threading.main_thread():
             self.compile_seconds += seconds
 
     def on_event(self, event: str, **_: Any) -> None:
@@ -131,7 +136,7 @@ def instrumented(timing: SweepTiming) -> Iterator[None]:
     programs_for, pack_programs_for = engine.training.loop.programs_for, engine.training.loop.pack_programs_for
 
     def timed_programs(setup: Any) -> Any:
-        programs = programs_for(setup)
+        programs = clock.timed("compile", programs_for)(setup)  # and any wait for a warm-up
         return replace(programs, step=clock.timed("step", programs.step, block=True))
 
     def timed_pack_programs(setup: Any, size: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from engine.planning.sizing import ModelDims
 from engine.sparsity import GradualSchedule, Unstructured, masked_pruning, sparsified_tree
 from engine.sparsity.pruning import with_final_keep
 from engine.training.build import build_setup
-from engine.training.loop import RunDiverged, RunSetup, forget_programs, programs_for, train_run
+from engine.training.loop import RunDiverged, RunSetup, forget_programs, programs_for, train_run, warm_programs
 from engine.training.optim import adafactor, constant_lr
 
 TINY = {
@@ -117,6 +118,27 @@ TINY_VIT = Path(__file__).parent / "fixtures" / "run" / "tiny_vit.yaml"
 def _one_shape_runs(tmp_path: Path, *extra: str) -> list[RunPlan]:
     grid = "sweep={grid: {model.d_model: [12], sparsity.level: [0.5, 0.75], data.steps: [12, 16]}}"
     return plan_experiment(TINY_VIT, [grid, f"run.output_dir={tmp_path.as_posix()}", *extra], tmp_path)
+
+
+def test_a_warmed_shape_compiles_in_the_background_and_trains_as_compiled_in_its_run(tmp_path: Path) -> None:
+    """A sweep warms its next shape while the current one trains: the run then finds its step
+    traced and compiled in the background thread, and ends where a run compiling it itself ends."""
+    traced_on_main = []
+    plain_loss = models.loss_fn(TINY["decoder"])
+
+    def counting_loss(params, batch):
+        traced_on_main.append(threading.current_thread() is threading.main_thread())  # runs only while tracing
+        return plain_loss(params, batch)
+
+    setup = _setup("decoder", 8, tmp_path, loss_fn=counting_loss)
+    forget_programs()
+    programs_for(_setup("vit", 8, tmp_path))  # another shape is the current one
+    warm_programs(setup)
+    warmed = train_run(setup, tmp_path / "warmed").final_eval_loss
+    assert traced_on_main == [False]
+    forget_programs()
+    assert train_run(setup, tmp_path / "cold").final_eval_loss == warmed
+    assert traced_on_main == [False, True]
 
 
 def test_runs_of_one_shape_share_programs_but_train_with_their_own_numbers(tmp_path: Path) -> None:

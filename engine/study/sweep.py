@@ -235,7 +235,9 @@ def train_sweep(
               for index, run in enumerate(todo)}
     with _progress(console) as progress:
         sweep_task = progress.add_task("sweep", total=len(todo), info="")
-        for pack in run_packs(todo):
+        packs = run_packs(todo)
+        for index, pack in enumerate(packs):
+            following = packs[index + 1][0][1] if index + 1 < len(packs) else None
             members = []
             for run, setup in pack:
                 try:
@@ -255,7 +257,7 @@ def train_sweep(
                 else:
                     members.append(member)
             try:
-                stop = _train_members(members, progress, console, summary)
+                stop = _train_members(members, progress, console, summary, following)
             finally:
                 for member in members:
                     if member.held is not None:
@@ -331,8 +333,11 @@ def _start(
     return _Member(run, setup, held, progress.add_task(label, total=run.steps, info=""), status.step or 0)
 
 
-def _train_members(members: list[_Member], progress: Progress, console: Console, summary: SweepSummary) -> bool:
-    """Train a pack's members and record each one's outcome; True when the sweep must stop."""
+def _train_members(
+    members: list[_Member], progress: Progress, console: Console, summary: SweepSummary, following: RunSetup | None,
+) -> bool:
+    """Train a pack's members and record each one's outcome; True when the sweep must stop.
+    `following`: the next pack's first setup, whose programs compile meanwhile."""
     if not members:
         return False
     started = time.perf_counter()
@@ -347,7 +352,7 @@ def _train_members(members: list[_Member], progress: Progress, console: Console,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            outcomes = train_pack([(m.setup, m.run.run_dir, reporter(m)) for m in members])
+            outcomes = train_pack([(m.setup, m.run.run_dir, reporter(m)) for m in members], following)
     except KeyboardInterrupt:  # Ctrl-C: say what is kept, then let the command stop
         for member in members:
             if member.primary:

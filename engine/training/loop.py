@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -192,63 +193,97 @@ class Programs:
 
 def programs_key(setup: RunSetup) -> tuple[Any, ...]:
     """What a run's compiled programs depend on: runs with equal keys share them (and may share
-    a pack, given equal batch shapes)."""
+    a pack)."""
     leaves, treedef = jax.tree.flatten(setup.schedules)
     signature = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.asarray(leaf).dtype) for leaf in leaves)
-    return (setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout, treedef, signature)
+    return (setup.dims, setup.loss_fn, setup.metrics_fn, setup.optimizer, setup.layout, treedef, signature,
+            setup.data.examples_per_step)
 
 
 def programs_for(setup: RunSetup) -> Programs:
     key = programs_key(setup)
     if key not in _kept_programs:
+        warming = _warming.pop(key, None)
+        programs = warming.result() if warming is not None else _compile_programs(key, _batch_shapes(setup))
         # One shape's programs at a time: the runs of a shape usually follow one another (a grid
         # with data.steps as its last axis, as in vit_sweep), and JAX keeps every program it has
         # compiled until its caches are cleared (~30 MiB per ViT shape here), so a sweep of many
         # shapes would grow without bound. A shape met again is traced again and its compiled
-        # code comes from the persistent compilation cache.
+        # code comes from the persistent compilation cache. (The step and init compiled ahead of
+        # time are the Programs' own and survive the clearing.)
         forget_programs()
-        _kept_programs[key] = _compile_programs(*key)
+        _kept_programs[key] = programs
     return _kept_programs[key]
 
 
+def warm_programs(setup: RunSetup) -> None:
+    """Start tracing and compiling `setup`'s train step and init in a background thread, so that
+    the run which next calls programs_for(setup) finds them ready: a sweep warms its next shape
+    while the current one trains (tracing is Python, compiling is XLA's own thread; a training
+    step of these sizes leaves room for both)."""
+    key = programs_key(setup)
+    if key in _kept_programs or key in _warming or jax.process_count() > 1:
+        return
+    _warming[key] = _warmer.submit(_compile_programs, key, _batch_shapes(setup))
+
+
 _kept_programs: dict[tuple[Any, ...], Programs] = {}
+_warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-programs")
+_warming: dict[tuple[Any, ...], Future[Programs]] = {}
 
 
 def forget_programs() -> None:
-    """Drop the kept programs and everything JAX has compiled in this process."""
+    """Drop the kept programs, those being warmed, and everything JAX has compiled in this process."""
+    for warming in _warming.values():
+        if not warming.cancel():
+            warming.exception()  # JAX's caches are not cleared under a compile in flight
+    _warming.clear()
     _kept_programs.clear()
     _kept_packs.clear()
     jax.clear_caches()
 
 
-def _compile_programs(
-    dims: ModelDims,
-    loss_fn: Callable[[Params, Batch], jax.Array],
-    metrics_fn: Callable[[Params, Batch], dict[str, jax.Array]],
-    optimizer: OptimizerFactory,
-    layout: Layout,
-    schedules_def: Any,
-    schedules_signature: tuple[jax.ShapeDtypeStruct, ...],
-) -> Programs:
+def _batch_shapes(setup: RunSetup) -> PyTree | None:
+    """The shapes of a training batch, to compile the step ahead of time; None across processes,
+    where the step's batch is a global array built from each process's rows (compiled at its
+    first call instead)."""
+    if jax.process_count() > 1:
+        return None
+    return jax.tree.map(lambda array: jax.ShapeDtypeStruct(np.shape(array), np.asarray(array).dtype),
+                        setup.data.batch(0))
+
+
+def _compile_programs(key: tuple[Any, ...], batch_shapes: PyTree | None) -> Programs:
+    dims, loss_fn, metrics_fn, optimizer, layout, schedules_def, schedules_signature, _ = key
+
     def fresh(seed: jax.Array, schedules: PyTree) -> TrainState:
         return fresh_state(init_params(dims, jax.random.key(seed)), optimizer(schedules))
 
     abstract_schedules = jax.tree.unflatten(schedules_def, schedules_signature)
-    shapes = jax.eval_shape(fresh, jax.ShapeDtypeStruct((), jnp.int32), abstract_schedules)
+    abstract_seed = jax.ShapeDtypeStruct((), jnp.int32)
+    shapes = jax.eval_shape(fresh, abstract_seed, abstract_schedules)
     shardings = state_shardings(shapes, shapes.params, layout)
+    target = with_shardings(shapes, shardings)
     # Parameters are created directly in their layout: no device ever holds a whole sharded tensor.
+    lazy_init = jax.jit(fresh, out_shardings=shardings, compiler_options=_init_compiler_options(layout))
+    lazy_step = jax.jit(
+        lambda state, batch, schedules: train_step(state, batch, loss_fn, optimizer(schedules)),
+        in_shardings=(shardings, layout.batch_sharding, layout.replicated),
+        out_shardings=(shardings, layout.replicated),
+        donate_argnums=0,
+    )
+    init: Callable[..., Any] = lazy_init
+    step: Callable[..., Any] = lazy_step
+    if batch_shapes is not None:  # compiled now: the executables are this Programs' own
+        init = lazy_init.lower(abstract_seed, abstract_schedules).compile()
+        step = lazy_step.lower(target, batch_shapes, abstract_schedules).compile()
     return Programs(
-        target=with_shardings(shapes, shardings),
+        target=target,
         shardings=shardings,
-        init=jax.jit(fresh, out_shardings=shardings, compiler_options=_init_compiler_options(layout)),
+        init=init,
         start_from=jax.jit(lambda params, schedules: fresh_state(params, optimizer(schedules)),
                            out_shardings=shardings),
-        step=jax.jit(
-            lambda state, batch, schedules: train_step(state, batch, loss_fn, optimizer(schedules)),
-            in_shardings=(shardings, layout.batch_sharding, layout.replicated),
-            out_shardings=(shardings, layout.replicated),
-            donate_argnums=0,
-        ),
+        step=step,
         eval=jax.jit(metrics_fn, out_shardings=layout.replicated),
         snapshot=jax.jit(lambda state: jax.tree.map(jnp.copy, state), out_shardings=shardings),
     )
@@ -409,6 +444,7 @@ def train_run(
 
 def train_pack(
     runs: list[tuple[RunSetup, Path, StepCallback | None]],
+    warm_next: RunSetup | None = None,
 ) -> list[RunOutcome | RunDiverged | RunPreempted]:
     """Train (or resume) runs that share one compiled shape together, as one vmapped program with
     a leading run axis (one run: its plain program, on its own layout). Each run keeps its own
@@ -417,7 +453,8 @@ def train_pack(
     resume points share a pack; they must share `programs_key` and the batch shape.
 
     vmap batches the matmuls, so a run's numbers may differ from its training alone in the last
-    bits (reduction order), never more: tests/test_packs.py bounds the difference."""
+    bits (reduction order), never more: tests/test_packs.py bounds the difference. `warm_next`: the
+    setup of what trains next, compiled in the background meanwhile (warm_programs)."""
     packed = len(runs) > 1
     first = runs[0][0]
     if packed and any(programs_key(setup) != programs_key(first) for setup, _, _ in runs):
@@ -425,6 +462,8 @@ def train_pack(
     if packed and (first.layout.mesh.size > 1 or jax.process_count() > 1):
         raise ValueError("runs on several devices or processes train alone, not in packs")
     programs = programs_for(first)
+    if warm_next is not None:
+        warm_programs(warm_next)
     members = [_start_member(setup, run_dir, on_progress, programs) for setup, run_dir, on_progress in runs]
     primary = is_primary_process()  # one process writes metrics and status; all of them train
     layout = first.layout
