@@ -198,19 +198,31 @@ def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     return timing
 
 
+# The sweep's passes: (name, overrides, compile the next shape ahead). Each starts as a fresh
+# `engine run` process would (nothing compiled in memory); the first with an empty persistent
+# compilation cache (a machine's first sweep), the others with every program in it.
+PASSES = (
+    ("first", (), True),
+    ("second", (), True),
+    ("final-only", ("run.checkpoint_every=1000000",), True),  # what the mid-run saves cost
+    ("not-ahead", (), False),  # what compiling the next shape in the background gives
+    ("packed", ("run.pack_size=9",), True),  # what vmapped packs give on this device
+)
+
+
 def default_sweep_passes(
     spec: Path, overrides: Sequence[str], workspace: Path | None = None
-) -> tuple[list[RunPlan], list[SweepTiming]]:
-    """The sweep trained three times into fresh output directories, each pass as a fresh `engine
-    run` process would (nothing compiled in memory): first with an empty persistent compilation
-    cache (a machine's first sweep), then with every program in that cache (every later sweep),
-    then the same with checkpoints only at the end of each run (run.checkpoint_every above every
-    run's length), to show what the mid-run saves cost."""
+) -> tuple[list[RunPlan], dict[str, SweepTiming]]:
+    """The sweep trained once per entry of PASSES into fresh output directories."""
     workspace = workspace or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    passes = {"first": [], "second": [], "final-only": ["run.checkpoint_every=1000000"]}
-    timings = []
+    timings = {}
     runs: list[RunPlan] = []
-    for name, extra in passes.items():
+    warm = engine.training.loop.warm_programs
+    for name, extra, ahead in PASSES:
         runs = sweep_runs(spec, [*overrides, *extra], workspace / name)
-        timings.append(measure_sweep(runs, runs[0].run_dir.parent))
+        engine.training.loop.warm_programs = warm if ahead else (lambda setup: None)
+        try:
+            timings[name] = measure_sweep(runs, runs[0].run_dir.parent)
+        finally:
+            engine.training.loop.warm_programs = warm
     return runs, timings

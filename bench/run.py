@@ -84,11 +84,15 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     work.mkdir(parents=True, exist_ok=True)
 
     log("1/6 sweep efficiency and memory (trains the sweep three times; first, so memory is the sweep's)")
-    sweep_runs, (first, second, final_only) = bench_sweep.default_sweep_passes(
-        bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides, work / "sweep")
+    sweep_runs, passes = bench_sweep.default_sweep_passes(bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides,
+                                                          work / "sweep")
+    first, second = passes["first"], passes["second"]
     for name, timing in (("first pass, empty compile cache", first),
                          ("second pass, compile cache hits", second),
-                         ("third pass, cache hits, checkpoints only at the end of each run", final_only)):
+                         ("third pass, cache hits, checkpoints only at the end of each run", passes["final-only"]),
+                         ("fourth pass, cache hits, nothing compiled ahead in the background", passes["not-ahead"]),
+                         ("fifth pass, cache hits, packs of up to 9 runs of one shape (run.pack_size: 9)",
+                          passes["packed"])):
         split = ", ".join(f"{bucket} {seconds:.1f}" for bucket, seconds in timing.split().items())
         rows.append((f"4. sweep efficiency, {name}: {timing.runs} runs, {timing.steps} steps, "
                      f"{timing.wall_s:.1f} s wall ({split} s; cache {timing.cache_hits} hits, "

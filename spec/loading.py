@@ -240,12 +240,27 @@ def _override_axis_issue(tree: Located, text: str) -> Issue | None:
     for axes_name in ("grid", "zip"):
         axes = sweep.value.get(axes_name) if sweep is not None and isinstance(sweep.value, dict) else None
         for axis in axes.node.value if axes is not None and isinstance(axes.node.value, dict) else ():
-            if field_path == axis or axis.startswith(field_path + ".") or field_path.startswith(axis + "."):
+            inside = axis.startswith(field_path + ".") and _sets(text, axis[len(field_path) + 1:])
+            if field_path == axis or inside or field_path.startswith(axis + "."):
                 return Issue(Origin("", override=text), (
                     f"{dotted}: the sweep axis sweep.{axes_name}.{axis} also sets this field at every sweep "
                     f"point, which would replace the override; set the axis instead "
                     f"(--set 'sweep.{axes_name}.{axis}=[...]') or remove it"))
     return None
+
+
+def _sets(text: str, sub_path: str) -> bool:
+    """Whether the mapping `--set PATH=VALUE` gives holds `sub_path` (dotted): `model={kind: vit}`
+    leaves model.d_model to a sweep axis, `model={d_model: 64}` does not."""
+    try:
+        value = to_plain(parse_yaml(text.partition("=")[2], f"--set {text}"))
+    except SpecError:
+        return True  # unreadable: apply_override says why
+    for key in sub_path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
 
 
 def apply_override(tree: Located, text: str) -> Located:

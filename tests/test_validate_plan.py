@@ -239,3 +239,15 @@ def test_set_of_a_swept_field_names_the_axis(capsys: pytest.CaptureFixture[str])
         "every sweep point, which would replace the override; set the axis instead "
         "(--set 'sweep.grid.sparsity.level=[...]') or remove it")
     assert main(["validate", spec, "--set", "sweep.grid.sparsity.level=[0.9]", "--set", "model.width_multiple=8"]) == 0
+
+
+def test_set_of_a_mapping_holding_a_swept_field_is_an_error_only_when_it_sets_that_field(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--set sparsity={...}` replaces what the axis sparsity.level sets only if it names `level`."""
+    spec = str(ROOT / "tests/fixtures/run/tiny_vit.yaml")
+    holding = "sparsity={pattern: {kind: unstructured}, schedule: {kind: gmp, start: 0.25, end: 0.75, interval: 2}, level: 0.5}"
+    assert main(["validate", spec, "--set", holding]) == 1
+    assert "the sweep axis sweep.grid.sparsity.level also sets this field" in capsys.readouterr().out
+    leaving = "sparsity={pattern: {kind: unstructured}, schedule: {kind: gmp, start: 0.25, end: 0.75, interval: 2}}"
+    assert main(["validate", spec, "--set", leaving]) == 0
