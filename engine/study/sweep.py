@@ -7,8 +7,9 @@ Per run, in order (RELIABILITY.md says what each step promises):
 1. claim it (engine/study/claims.py): a run held by a live process is skipped, a dead holder's claim
    is taken over; the status is read again under the claim (another process may have finished it);
 2. before any run trains, partial runs are checked for spec drift (engine/study/drift.py);
-3. train (engine/training/loop.py); a NaN/inf loss marks the run failed with its step and reason and the
-   sweep continues or stops per `run.failure_policy`;
+3. train (engine/training/loop.py), alone or in a pack with runs of the same compiled shape
+   (`run_packs`); a NaN/inf loss marks the run failed with its step and reason and the sweep
+   continues or stops per `run.failure_policy`;
 4. append the result (engine/results.py, once per run id), then mark the run done.
 A disk error (full, unwritable) stops the sweep with one clear line; the last complete checkpoint
 of the run is kept and the same command resumes it.
