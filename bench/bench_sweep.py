@@ -198,15 +198,14 @@ def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     return timing
 
 
-# The sweep's passes: (name, overrides, compile the next shape ahead). Each starts as a fresh
-# `engine run` process would (nothing compiled in memory); the first with an empty persistent
-# compilation cache (a machine's first sweep), the others with every program in it.
+# The sweep's passes: (name, overrides). Each starts as a fresh `engine run` process would (nothing
+# compiled in memory); the first with an empty persistent compilation cache (a machine's first
+# sweep), the others with every program in it.
 PASSES = (
-    ("first", (), True),
-    ("second", (), True),
-    ("final-only", ("run.checkpoint_every=1000000",), True),  # what the mid-run saves cost
-    ("not-ahead", (), False),  # what compiling the next shape in the background gives
-    ("packed", ("run.pack_size=9",), True),  # what vmapped packs give on this device
+    ("first", ()),
+    ("second", ()),
+    ("final-only", ("run.checkpoint_every=1000000",)),  # what the mid-run saves cost
+    ("packed", ("run.pack_size=9",)),  # what vmapped packs give on this device
 )
 
 
@@ -217,12 +216,7 @@ def default_sweep_passes(
     workspace = workspace or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     timings = {}
     runs: list[RunPlan] = []
-    warm = engine.training.loop.warm_programs
-    for name, extra, ahead in PASSES:
+    for name, extra in PASSES:
         runs = sweep_runs(spec, [*overrides, *extra], workspace / name)
-        engine.training.loop.warm_programs = warm if ahead else (lambda setup: None)
-        try:
-            timings[name] = measure_sweep(runs, runs[0].run_dir.parent)
-        finally:
-            engine.training.loop.warm_programs = warm
+        timings[name] = measure_sweep(runs, runs[0].run_dir.parent)
     return runs, timings

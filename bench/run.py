@@ -90,8 +90,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     for name, timing in (("first pass, empty compile cache", first),
                          ("second pass, compile cache hits", second),
                          ("third pass, cache hits, checkpoints only at the end of each run", passes["final-only"]),
-                         ("fourth pass, cache hits, nothing compiled ahead in the background", passes["not-ahead"]),
-                         ("fifth pass, cache hits, packs of up to 9 runs of one shape (run.pack_size: 9)",
+                         ("fourth pass, cache hits, packs of up to 9 runs of one shape (run.pack_size: 9)",
                           passes["packed"])):
         split = ", ".join(f"{bucket} {seconds:.1f}" for bucket, seconds in timing.split().items())
         rows.append((f"4. sweep efficiency, {name}: {timing.runs} runs, {timing.steps} steps, "
