@@ -10,6 +10,7 @@ from engine.fit import paper
 from engine.fit.law import predict_loss
 from engine.fit.sopt import (
     chinchilla_data,
+    chinchilla_multiple,
     chinchilla_nonzeros,
     contour_compute,
     optimal_sparsity,
@@ -64,3 +65,14 @@ def test_dense_is_optimal_when_compute_is_short() -> None:
     n = 1e8
     compute = 3.0 * n * chinchilla_data(law, n) * 0.5
     assert float(optimal_sparsity(law, n, compute, 3.0, DENSE_COST_ALPHA)) == 0.0
+
+
+def test_chinchilla_multiple_of_a_bootstrap_sample_with_a_tiny_b_d_is_inf_not_an_error() -> None:
+    """A bootstrap sample can have b_D near 0, so power ** (1 / b_D) exceeds a float: the multiple
+    is inf (left out of the interval), where Python's float power raised OverflowError and the
+    report was lost."""
+    from engine.fit.law import LawCoefficients
+
+    law = LawCoefficients(a_S=1.0, b_S=0.5, c_S=0.1, b_N=0.5, a_D=1.0, b_D=1e-4, c=0.1)
+    assert chinchilla_multiple(law, 0.5, DENSE_COST_ALPHA) == np.inf
+    assert np.isfinite(chinchilla_multiple(paper.T5_C4, 0.5, DENSE_COST_ALPHA))
