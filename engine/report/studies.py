@@ -246,6 +246,16 @@ def task_floor_blocks(reference: dict[str, float], fit: FitResult) -> list[Block
         ["teacher's expected loss (the task's floor)", fmt(reference["floor"])],
         ["best input-blind predictor (class rates)", fmt(reference["trivial"])],
     ]
+    floor = reference["eval_floor"]
+    low, high = (c, c) if intervals is None else intervals["c"]
+    if high < floor:
+        verdict = (f"Here c lies below the floor ({fmt(floor)}), interval and all: the law's form, fitted to these "
+                   "runs, extrapolates to a loss no model can reach, so c is a parameter of the fit here, not the "
+                   "floor itself.")
+    elif low > floor:
+        verdict = f"Here c lies above the floor ({fmt(floor)}) by {fmt(low - floor)} or more."
+    else:
+        verdict = f"Here the interval of c contains the floor ({fmt(floor)})."
     return [
         Heading("Irreducible loss: fitted c against the task's known floor"),
         Paragraph(
@@ -253,7 +263,7 @@ def task_floor_blocks(reference: dict[str, float], fit: FitResult) -> list[Block
             "the irreducible loss is known: the teacher's own cross-entropy (summed over classes, as the ViT loss). "
             "The law's c is the loss of an infinite model trained on infinite data; it lies at or above the floor "
             "(a model family that cannot express the teacher exactly stops short of it) and is extrapolated "
-            "far beyond the runs, so read it with its interval."
+            "far beyond the runs, so read it with its interval. " + verdict
         ),
         Table(["quantity", "loss"], rows),
     ]
