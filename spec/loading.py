@@ -253,9 +253,10 @@ def _sets(text: str, sub_path: str) -> bool:
     """Whether the mapping `--set PATH=VALUE` gives holds `sub_path` (dotted): `model={kind: vit}`
     leaves model.d_model to a sweep axis, `model={d_model: 64}` does not."""
     try:
-        value = to_plain(parse_yaml(text.partition("=")[2], f"--set {text}"))
+        parsed = parse_yaml(text.partition("=")[2], f"--set {text}")
     except SpecError:
         return True  # unreadable: apply_override says why
+    value = to_plain(parsed) if parsed is not None else None
     for key in sub_path.split("."):
         if not isinstance(value, dict) or key not in value:
             return False

@@ -36,7 +36,7 @@ def test_every_example_validates(capsys: pytest.CaptureFixture[str]) -> None:
 def test_examples_are_all_there() -> None:
     names = {p.relative_to(EXPERIMENTS).as_posix() for p in EXAMPLES}
     assert {
-        "vit_sweep.yaml", "t5_sweep.yaml", "nm_sweep.yaml", "prune_pretrained.yaml",
+        "vit_sweep.yaml", "t5_sweep.yaml", "nm_sweep.yaml", "prune_pretrained.yaml", "adaptive_sweep.yaml",
         "paper/vit_jft.yaml", "paper/t5_c4.yaml",
     } <= names
 
@@ -154,7 +154,7 @@ def test_plan_with_override(capsys: pytest.CaptureFixture[str]) -> None:
         ["plan", str(EXPERIMENTS / "vit_sweep.yaml"), "--json", "--set", "sweep.grid.data.steps=[10]"], capsys
     )
     document = json.loads(out)
-    assert code == 0 and len(document["runs"]) == 4 * 3
+    assert code == 0 and len(document["runs"]) == 3 * 4  # widths x sparsities
     assert {run["steps"] for run in document["runs"]} == {10}
 
 

@@ -111,6 +111,19 @@ def test_reference_losses_leave_a_large_reducible_range() -> None:
     assert images["zero_logits"] == pytest.approx(classes * np.log(2.0))
 
 
+def test_teacher_loss_on_the_validation_set_is_its_floor() -> None:
+    """eval_floor is the teacher's own loss on the fixed validation set: close to the expected floor
+    (sampling noise of 64 images only), and below what a predictor blind to the images scores."""
+    source = make("synthetic_images", VIT)
+    losses = source.reference_losses()
+    assert abs(losses["eval_floor"] - losses["floor"]) < 0.1 * losses["floor"]
+    batches = source.eval_batches()
+    labels = np.concatenate([b["labels"] for b in batches])
+    rate = np.clip(labels.mean(axis=0), 1e-6, 1 - 1e-6)  # the best constant predictor for this very set
+    blind = -(labels * np.log(rate) + (1 - labels) * np.log1p(-rate)).sum(axis=1).mean()
+    assert losses["eval_floor"] < blind - 0.1 * VIT.num_classes
+
+
 def test_empirical_token_statistics_match_the_process() -> None:
     """The sampler draws from the tables: the empirical unigram entropy matches order_0."""
     source = make("synthetic_tokens", DECODER, batch_size=64)

@@ -167,3 +167,30 @@ def test_the_spec_analysis_section_becomes_the_fit_settings() -> None:
     assert settings.gain_sparsities == (0.6, 0.9)
     assert settings.sopt_costs == ()
     assert settings.extrapolation == ((0.75, 6.04e8, 3.28e10),)
+
+
+def test_a_synthetic_image_sweep_reports_the_known_floor_beside_c(tmp_path: Path) -> None:
+    """The built-in image task's floor is known; the report shows it next to the fitted c, and a
+    sweep on other data gets no such section."""
+    from engine.planning.plan import plan_experiment
+    from engine.report.blocks import Paragraph
+    from engine.report.studies import task_floor_blocks
+    from engine.study.analysis import synthetic_images_reference
+
+    fixtures = Path(__file__).parent / "fixtures" / "run"
+    reference = synthetic_images_reference(plan_experiment(fixtures / "tiny_vit.yaml"))
+    assert reference is not None
+    assert 0 < reference["eval_floor"] < reference["trivial"] and 0 < reference["floor"] < reference["trivial"]
+    table = scattered_sparse_table(rows=60)
+    fit = fit_law(table, FitSettings(bootstrap=20))
+    write_report(tmp_path, fit, table, extra_blocks=task_floor_blocks(reference, fit))
+    report = (tmp_path / "index.md").read_text()
+    section = report.split("## Irreducible loss: fitted c against the task's known floor")[1]
+    assert f"{reference['eval_floor']:.4g}" in section and f"{fit.coefficients.c:.4g}" in section
+    low, high = fit.intervals()["c"]
+    for floor, verdict in ((2 * high + 1, "lies below the floor"), (low / 2, "lies above the floor"),
+                           ((low + high) / 2, "contains the floor")):
+        [paragraph] = [b for b in task_floor_blocks({**reference, "eval_floor": floor}, fit) if isinstance(b, Paragraph)]
+        assert verdict in paragraph.text
+    t5 = Path(__file__).resolve().parents[1] / "experiments" / "t5_sweep.yaml"
+    assert synthetic_images_reference(plan_experiment(t5)) is None

@@ -157,8 +157,13 @@ class SyntheticImages:
         )
 
     def reference_losses(self) -> dict[str, float]:
-        """Monte Carlo floor, trivial (class-rate) and zero-logit losses, summed over classes."""
-        return self.task.reference_losses(rng_for(self.seed, EVAL_STREAM, 1 << 30))
+        """Monte Carlo floor, trivial (class-rate) and zero-logit losses, summed over classes, and
+        `eval_floor`: the teacher's own loss on the fixed validation set, the floor of the very
+        losses a sweep fits (it differs from `floor` by the validation set's sampling noise)."""
+        losses = self.task.reference_losses(rng_for(self.seed, EVAL_STREAM, 1 << 30))
+        batches = self.eval_batches()
+        losses["eval_floor"] = float(np.mean([self.task.teacher_loss(b["images"], b["labels"]) for b in batches]))
+        return losses
 
 
 class SyntheticTokens:

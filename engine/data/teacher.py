@@ -77,6 +77,16 @@ class ImageTask:
         }
 
 
+    def teacher_loss(self, images: np.ndarray, labels: np.ndarray) -> float:
+        """The loss the teacher itself scores on these labelled images (sigmoid cross-entropy of its
+        own probabilities, summed over classes, averaged over images): the floor of this very set,
+        which a model's loss on it can approach but not beat in expectation."""
+        flat = images.reshape(len(images), -1)
+        probabilities = np.clip(_sigmoid(self.teacher_logits(flat).astype(np.float64)), 1e-12, 1 - 1e-12)
+        cross_entropy = -(labels * np.log(probabilities) + (1 - labels) * np.log1p(-probabilities))
+        return float(cross_entropy.sum(axis=1).mean())
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # tanh form never overflows
 

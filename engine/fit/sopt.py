@@ -134,5 +134,7 @@ def chinchilla_multiple(coefficients: LawCoefficients, sparsity: float, alpha: f
         law.b_N * (law.a_S + law.c_S) * alpha * (alpha + (1.0 - alpha) * x) ** (law.b_D - 1.0)
         / (law.a_S * law.b_S * x ** (law.b_S + law.b_D))
     )
-    with np.errstate(over="ignore"):  # beyond float range (a tiny b_D): never, in practice
-        return float(np.float64(power) ** (1.0 / law.b_D))
+    # numpy, not Python floats: a bootstrap sample with a tiny b_D overflows to inf (left out of
+    # its interval) instead of raising OverflowError.
+    with np.errstate(over="ignore"):
+        return float(np.float64(power) ** (1.0 / np.float64(law.b_D)))

@@ -232,3 +232,38 @@ def design_blocks(summary: dict) -> list[Block]:
         ),
         Table(["round", "runs", "target sd", "95% interval", "FLOPs spent by rounds"], rows),
     ]
+
+
+def task_floor_blocks(reference: dict[str, float], fit: FitResult) -> list[Block]:
+    """The built-in synthetic image task's known losses beside the fitted irreducible loss c: the
+    task is drawn from a teacher, so its floor is known, which no real data set offers."""
+    c = fit.coefficients.c
+    intervals = fit.intervals()
+    c_text = fmt(c) + ("" if intervals is None else f" [{fmt(intervals['c'][0])}, {fmt(intervals['c'][1])}]")
+    rows = [
+        ["fitted c (95% bootstrap interval)", c_text],
+        ["teacher's loss on the validation set (the floor of the fitted losses)", fmt(reference["eval_floor"])],
+        ["teacher's expected loss (the task's floor)", fmt(reference["floor"])],
+        ["best input-blind predictor (class rates)", fmt(reference["trivial"])],
+    ]
+    floor = reference["eval_floor"]
+    low, high = (c, c) if intervals is None else intervals["c"]
+    if high < floor:
+        verdict = (f"Here c lies below the floor ({fmt(floor)}), interval and all: the law's form, fitted to these "
+                   "runs, extrapolates to a loss no model can reach, so c is a parameter of the fit here, not the "
+                   "floor itself.")
+    elif low > floor:
+        verdict = f"Here c lies above the floor ({fmt(floor)}) by {fmt(low - floor)} or more."
+    else:
+        verdict = f"Here the interval of c contains the floor ({fmt(floor)})."
+    return [
+        Heading("Irreducible loss: fitted c against the task's known floor"),
+        Paragraph(
+            "The built-in synthetic images are labelled by a fixed random teacher with Bernoulli label noise, so "
+            "the irreducible loss is known: the teacher's own cross-entropy (summed over classes, as the ViT loss). "
+            "The law's c is the loss of an infinite model trained on infinite data; it lies at or above the floor "
+            "(a model family that cannot express the teacher exactly stops short of it) and is extrapolated "
+            "far beyond the runs, so read it with its interval. " + verdict
+        ),
+        Table(["quantity", "loss"], rows),
+    ]

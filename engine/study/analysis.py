@@ -112,9 +112,34 @@ def _fit_report(runs: list[RunPlan], report_dir: Path, sweep_dir: Path, study_bl
 
     fit, table = fit_sweep(runs, sweep_dir)
     extra = _design_blocks(runs, fit, table, sweep_dir) if runs[0].spec.analysis.design is not None else []
+    reference = synthetic_images_reference(runs)
+    if reference is not None:
+        from engine.report.studies import task_floor_blocks
+
+        extra += task_floor_blocks(reference, fit)
     write_report(report_dir, fit, table, formats=runs[0].spec.analysis.report.formats,
                  extra_blocks=extra + study_blocks, own_table4=runs[0].spec.analysis.pretrained_vs_scratch is None)
     return report_dir
+
+
+def synthetic_images_reference(runs: list[RunPlan]) -> dict[str, float] | None:
+    """The known losses (engine.data.synthetic.SyntheticImages.reference_losses) of the task when every
+    run trains on one built-in synthetic image task, else None. The task depends on the source and
+    the image shape only, never on the width, so any run's source serves."""
+    from engine.data import build_source
+    from engine.planning.plan import source_settings
+
+    first = runs[0]
+    source = first.spec.data.source
+    if source.kind != "synthetic_images":
+        return None
+    shape = (first.dims.image_size, first.dims.channels, first.dims.num_classes)
+    if any(run.spec.data.source != source or (run.dims.image_size, run.dims.channels, run.dims.num_classes) != shape
+           for run in runs):
+        return None
+    data = build_source(source.kind, source_settings(first.spec.data), first.dims, first.batch_size, source.seed,
+                        first.spec_dir, first.steps)
+    return data.reference_losses()  # type: ignore[attr-defined]  # SyntheticImages has it
 
 
 def _design_blocks(runs: list[RunPlan], fit: FitResult, table: ResultsTable, sweep_dir: Path) -> list:
