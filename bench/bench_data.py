@@ -113,7 +113,7 @@ def default_shape_rates(work: Path, batches: int, samples: int) -> list[InputRat
     generated_png_records(work / "images", count=6000, image_size=8, classes=16)
     generated_image_arrays(work / "arrays", count=6000, image_size=8, classes=16)
     # The sweeps' first run: the smallest model (the fastest step, the hardest case for the loader).
-    first = ["sweep={grid: {model.nonzeros: [5000]}}", "sparsity.level=0.5", "data.steps=150"]
+    first = ["sweep={grid: {model.nonzeros: [5000]}}", "sparsity.level=0.5", "data.steps=150", "data.batch_size=32"]
     text_source = f"data.source={{kind: text_files, paths: [{text}], tokenizer: {{kind: bytes}}}}"
     decoder = ("model={kind: decoder, base: {layers: 2, num_heads: 2, mlp_ratio: 4.0, vocab_size: 259, "
                "seq_len: 64}, width_multiple: 2}")

@@ -83,7 +83,7 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     rows: list[tuple[str, str, str, str]] = []
     work.mkdir(parents=True, exist_ok=True)
 
-    log("1/6 sweep efficiency and memory (trains the sweep three times; first, so memory is the sweep's)")
+    log("1/6 sweep efficiency and memory (trains the sweep four times; first, so memory is the sweep's)")
     sweep_runs, passes = bench_sweep.default_sweep_passes(bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides,
                                                           work / "sweep")
     first, second = passes["first"], passes["second"]
