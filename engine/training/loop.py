@@ -493,6 +493,10 @@ def train_pack(
                 next step donates the pack's buffers."""
                 return pack.member(state, np.int32(index)) if pack is not None else programs.snapshot(state)
 
+            def member_params(index: int) -> Params:
+                """A run's parameters to evaluate now (the evaluation ends before the next step)."""
+                return pack.member(state, np.int32(index)).params if pack is not None else state.params
+
             def checkpoint(index: int, member: _Member) -> None:
                 member.store.save(member.done, member_state(index), {"step": member.done})
                 if primary:
@@ -521,10 +525,11 @@ def train_pack(
                         last = _read_losses(member, index, packed)
                         if last is None:  # diverged: this run stops, the pack goes on without it
                             continue
-                        record = _log_record(member, last, member_state(index).params if evaluate_now else None,
-                                             programs.eval)
-                        if done == setup.steps:
-                            _finish(member, record["eval_loss"], primary, member_state(index))
+                        final = member_state(index) if done == setup.steps else None  # evaluated and saved
+                        params = final.params if final is not None else member_params(index) if evaluate_now else None
+                        record = _log_record(member, last, params, programs.eval)
+                        if final is not None:
+                            _finish(member, record["eval_loss"], primary, final)
                             continue
                     if done % setup.checkpoint_every == 0:
                         checkpoint(index, member)
