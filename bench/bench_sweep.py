@@ -29,6 +29,7 @@ from typing import Any
 import jax
 from rich.console import Console
 
+import engine.data.synthetic
 import engine.study.sweep
 import engine.training.loop
 from bench.timing import reset_peak_rss, rss_bytes
@@ -181,8 +182,9 @@ def sweep_runs(spec: Path, overrides: Sequence[str], output_dir: Path) -> list[R
 
 def measure_sweep(runs: list[RunPlan], sweep_dir: Path) -> SweepTiming:
     """Train `runs` (none of them started) with engine.study.sweep.train_sweep, measured, as a fresh
-    `engine run` process would: nothing compiled in memory (the persistent cache is left as is)."""
+    `engine run` process would: nothing compiled or kept in memory (the persistent cache is left as is)."""
     engine.training.loop.forget_programs()  # and JAX's own caches
+    engine.data.synthetic.forget_recent()  # the batches and tasks earlier runs kept
     timing = SweepTiming()
     console = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
     reset_peak_rss()

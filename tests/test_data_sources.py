@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from engine.data import DataSource, SyntheticTokensSettings, build_source
 from engine.data.span_corruption import raw_length_for_inputs
+from engine.data.synthetic import RecentBatches, forget_recent
 from engine.errors import UserError
 from engine.planning.sizing import ModelDims
 
@@ -143,3 +145,36 @@ def test_spec_style_tokenizer_mapping_is_accepted() -> None:
     assert make_settings("synthetic_tokens", {"kind": "synthetic_tokens", "seed": 3}, seed=3).order == 2
     with pytest.raises(ValueError, match="seed 4 but build_source got seed 3"):
         make_settings("synthetic_tokens", {"seed": 4}, seed=3)
+
+
+@pytest.mark.parametrize("kind,dims", KINDS)
+def test_runs_share_kept_batches_equal_to_fresh_draws(kind: str, dims: ModelDims) -> None:
+    forget_recent()
+    first = make(kind, dims)
+    kept, evals = first.batch(5), first.eval_batches()
+    second = make(kind, dims)  # the sweep's next run of this task, seed and batch size
+    assert second.batch(5) is kept and all(a is b for a, b in zip(second.eval_batches(), evals, strict=True))
+    assert all(not array.flags.writeable for array in kept.values())  # shared: nobody may write
+    forget_recent()
+    assert equal(make(kind, dims).batch(5), kept)  # keeping changes no batch
+    assert make(kind, dims, batch_size=16).batch(5) is not make(kind, dims).batch(5)
+
+
+def test_t5_and_decoder_windows_of_one_task_are_kept_apart() -> None:
+    forget_recent()
+    assert make("synthetic_tokens", T5).batch(0).keys() == {"inputs", "targets"}
+    assert make("synthetic_tokens", DECODER).batch(0).keys() == {"tokens"}
+
+
+def test_kept_batches_stay_within_their_byte_limit_dropping_the_least_recent() -> None:
+    recent = RecentBatches(limit_bytes=3 * 800)
+
+    def batch(value: float) -> dict[str, np.ndarray]:
+        return {"x": np.full(100, value)}  # 800 bytes
+
+    for step in range(3):
+        recent.get(step, partial(batch, step))
+    recent.get(0, partial(batch, -1.0))  # step 0 is used again, so step 1 is now the oldest
+    recent.get(3, partial(batch, 3))
+    assert list(recent.kept) == [2, 0, 3] and recent.bytes == 3 * 800
+    assert recent.get(0, partial(batch, -1.0))["x"][0] == 0  # still the batch first made

@@ -8,8 +8,10 @@ hundred steps) show real scaling; `reference_losses` gives each task's floor and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -31,6 +33,50 @@ from engine.errors import UserError
 from engine.planning.sizing import ModelDims
 
 FIRST_SYMBOL_ID = 2  # synthetic symbols start above PAD = 0 and EOS = 1
+RECENT_BATCHES_BYTES = 256 << 20
+
+
+class RecentBatches:
+    """Batches kept for the next run that draws them. A sweep's runs of one task, seed and batch
+    size read the very same batch at every step (its 50-step runs read the first 50 of its 800-step
+    run's), so a sweep makes each batch once instead of once per run. The least recently used go
+    first past `limit_bytes`; kept arrays are read-only, since runs share them."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.kept: OrderedDict[Hashable, Batch] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: Hashable, make: Callable[[], Batch]) -> Batch:
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            return self.kept[key]
+        batch = make()
+        for array in batch.values():
+            array.flags.writeable = False
+        self.kept[key] = batch
+        self.bytes += _nbytes(batch)
+        while self.bytes > self.limit_bytes and len(self.kept) > 1:
+            self.bytes -= _nbytes(self.kept.popitem(last=False)[1])
+        return batch
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.bytes = 0
+
+
+def _nbytes(batch: Batch) -> int:
+    return sum(array.nbytes for array in batch.values())
+
+
+recent_batches = RecentBatches(RECENT_BATCHES_BYTES)
+
+
+def forget_recent() -> None:
+    """Drop the kept batches and tasks: the state of a fresh process (the benchmark's passes)."""
+    recent_batches.clear()
+    _image_task.cache_clear()
+    _markov_source.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -91,21 +137,36 @@ class SyntheticTokensSettings:
     eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
 
 
-def _eval_set(
-    sample: Callable[[np.random.Generator, int], Batch],
-    seed: int,
-    eval_examples: int,
-    eval_batch_size: int,
-) -> list[Batch]:
-    """Eval batch i is drawn from its own (seed, EVAL, i) cell, so the set depends only on the
-    task, the seed and these two sizes (never on the run's training batch size)."""
-    return [
-        sample(rng_for(seed, EVAL_STREAM, index), eval_batch_size)
-        for index in range(eval_examples // eval_batch_size)
-    ]
+class _SyntheticSource:
+    """Training batches keyed by (seed, step), the validation set by (seed, eval block); both kept
+    in `recent_batches` under `recall_key` (everything that determines a batch but the step)."""
+
+    seed: int
+    examples_per_step: int
+    settings: SyntheticImagesSettings | SyntheticTokensSettings
+    recall_key: Hashable
+
+    def _sample(self, rng: np.random.Generator, rows: int) -> Batch:
+        raise NotImplementedError
+
+    def batch(self, step: int) -> Batch:
+        return recent_batches.get(
+            (self.recall_key, TRAIN_STREAM, self.examples_per_step, step),
+            partial(self._sample, rng_for(self.seed, TRAIN_STREAM, step), self.examples_per_step),
+        )
+
+    def eval_batches(self) -> list[Batch]:
+        """Eval batch i is drawn from its own (seed, EVAL, i) cell, so the set depends only on the
+        task, the seed and the eval sizes (never on the run's training batch size)."""
+        size = self.settings.eval_batch_size
+        return [
+            recent_batches.get((self.recall_key, EVAL_STREAM, size, index),
+                               partial(self._sample, rng_for(self.seed, EVAL_STREAM, index), size))
+            for index in range(self.settings.eval_examples // size)
+        ]
 
 
-class SyntheticImages:
+class SyntheticImages(_SyntheticSource):
     """Images from a fixed bank of smooth patterns, multi-hot labels from a fixed random teacher."""
 
     units_per_example = 1
@@ -120,21 +181,7 @@ class SyntheticImages:
         self.settings = settings
         self.examples_per_step = batch_size
         self.seed = seed
-        self.task: ImageTask = make_image_task(
-            rng_for(seed, TASK_STREAM, 0),
-            image_size=dims.image_size,
-            channels=dims.channels,
-            classes=dims.num_classes,
-            teacher_width=settings.teacher_width,
-            teacher_layers=settings.teacher_layers,
-            teacher_frequency=settings.teacher_frequency,
-            feature_decay=settings.feature_decay,
-            label_temperature=settings.label_temperature,
-            patterns=settings.patterns,
-            active_patterns=settings.active_patterns,
-            pixel_noise=settings.pixel_noise,
-            smoothness=settings.smoothness,
-        )
+        self.task: ImageTask = _image_task(settings, dims.image_size, dims.channels, dims.num_classes, seed)
         self.fingerprint = fingerprint_of(
             {
                 "kind": "synthetic_images",
@@ -143,18 +190,11 @@ class SyntheticImages:
                 "shape": [dims.image_size, dims.channels, dims.num_classes],
             }
         )
+        self.recall_key = self.fingerprint
 
     def _sample(self, rng: np.random.Generator, rows: int) -> Batch:
         images, labels = self.task.sample(rng, rows)
         return {"images": images, "labels": labels}
-
-    def batch(self, step: int) -> Batch:
-        return self._sample(rng_for(self.seed, TRAIN_STREAM, step), self.examples_per_step)
-
-    def eval_batches(self) -> list[Batch]:
-        return _eval_set(
-            self._sample, self.seed, self.settings.eval_examples, self.settings.eval_batch_size
-        )
 
     def reference_losses(self) -> dict[str, float]:
         """Monte Carlo floor, trivial (class-rate) and zero-logit losses, summed over classes, and
@@ -166,7 +206,7 @@ class SyntheticImages:
         return losses
 
 
-class SyntheticTokens:
+class SyntheticTokens(_SyntheticSource):
     """Token windows from a fixed random Markov chain, as decoder windows or T5 span corruption."""
 
     available_examples = None
@@ -182,32 +222,17 @@ class SyntheticTokens:
         self.units_per_example = dims.seq_len
         self.seed = seed
         try:
-            self.process: MarkovSource = make_markov_source(
-                rng_for(seed, TASK_STREAM, 0),
-                symbols=settings.symbols,
-                order=settings.order,
-                concentration=settings.concentration,
-                backoff=settings.backoff,
-                smoothing=settings.smoothing,
-                zipf_exponent=settings.zipf_exponent,
-            )
+            self.process: MarkovSource = _markov_source(settings, seed)
         except ValueError as error:
             raise UserError(f"synthetic_tokens: {error}") from error
         self.fingerprint = fingerprint_of(
             {"kind": "synthetic_tokens", "seed": seed, "settings": asdict(settings)}
         )
+        self.recall_key = (self.fingerprint, self.layout)
 
     def _sample(self, rng: np.random.Generator, rows: int) -> Batch:
         raw = self.process.sample(rng, rows, self.layout.raw_length) + FIRST_SYMBOL_ID
         return self.layout.format(rng, raw)
-
-    def batch(self, step: int) -> Batch:
-        return self._sample(rng_for(self.seed, TRAIN_STREAM, step), self.examples_per_step)
-
-    def eval_batches(self) -> list[Batch]:
-        return _eval_set(
-            self._sample, self.seed, self.settings.eval_examples, self.settings.eval_batch_size
-        )
 
     def reference_losses(self) -> dict[str, float]:
         """Exact losses (nats per predicted token) of reference predictors on decoder windows:
@@ -222,3 +247,36 @@ class SyntheticTokens:
         losses |= {f"order_{j}": value for j, value in enumerate(conditional)}
         losses["uniform"] = float(np.log(self.layout.vocab_size))
         return losses
+
+
+# A sweep builds one source per run; its runs share the task, which takes ~70 ms to draw.
+@lru_cache(maxsize=4)
+def _image_task(settings: SyntheticImagesSettings, image_size: int, channels: int, classes: int, seed: int) -> ImageTask:
+    return make_image_task(
+        rng_for(seed, TASK_STREAM, 0),
+        image_size=image_size,
+        channels=channels,
+        classes=classes,
+        teacher_width=settings.teacher_width,
+        teacher_layers=settings.teacher_layers,
+        teacher_frequency=settings.teacher_frequency,
+        feature_decay=settings.feature_decay,
+        label_temperature=settings.label_temperature,
+        patterns=settings.patterns,
+        active_patterns=settings.active_patterns,
+        pixel_noise=settings.pixel_noise,
+        smoothness=settings.smoothness,
+    )
+
+
+@lru_cache(maxsize=4)
+def _markov_source(settings: SyntheticTokensSettings, seed: int) -> MarkovSource:
+    return make_markov_source(
+        rng_for(seed, TASK_STREAM, 0),
+        symbols=settings.symbols,
+        order=settings.order,
+        concentration=settings.concentration,
+        backoff=settings.backoff,
+        smoothing=settings.smoothing,
+        zipf_exponent=settings.zipf_exponent,
+    )
