@@ -57,6 +57,7 @@ class SweepTiming:
     peak_rss: int = 0  # bytes, the whole sweep
     run_peak_rss: list[int] = field(default_factory=list)  # bytes, each pack (a run, on a CPU)
     rss_after_run: list[int] = field(default_factory=list)  # bytes, after each pack
+    kept_after_run: list[int] = field(default_factory=list)  # bytes of synthetic batches kept, after each pack
 
     @property
     def efficiency(self) -> float:
@@ -154,6 +155,7 @@ def instrumented(timing: SweepTiming) -> Iterator[None]:
         current, peak = rss_bytes()
         timing.run_peak_rss.append(peak)
         timing.rss_after_run.append(current)
+        timing.kept_after_run.append(engine.data.synthetic.recent_batches.bytes)
         timing.runs += len(outcomes)
         timing.steps += sum(outcome.steps - (outcome.resumed_from or 0) for outcome in outcomes)
         return outcomes
