@@ -150,12 +150,13 @@ def test_plan_of_an_invalid_spec_exits_1_with_located_errors(capsys: pytest.Capt
 
 
 def test_plan_with_override(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(
-        ["plan", str(EXPERIMENTS / "vit_sweep.yaml"), "--json", "--set", "sweep.grid.data.steps=[10]"], capsys
-    )
+    spec = str(EXPERIMENTS / "vit_sweep.yaml")
+    _, out, _ = run_cli(["plan", spec, "--json"], capsys)
+    runs = len(json.loads(out)["runs"])
+    code, out, _ = run_cli(["plan", spec, "--json", "--set", "sweep.grid.data.batch_size=[16]"], capsys)
     document = json.loads(out)
-    assert code == 0 and len(document["runs"]) == 3 * 4  # widths x sparsities
-    assert {run["steps"] for run in document["runs"]} == {10}
+    assert code == 0 and len(document["runs"]) == runs  # a one-value grid axis times the zipped runs
+    assert {run["batch_size"] for run in document["runs"]} == {16}
 
 
 def test_a_subcommand_that_fails_to_import_stops_the_cli_with_its_name(monkeypatch, capsys) -> None:
