@@ -48,8 +48,8 @@ FULL = Sizes(
     utilisation_widths={"vit": [82, 256], "t5": [52, 256], "decoder": [52, 256]},
     peak_matmul=2048,
     sweep_overrides=(),
-    sweep_note=("experiments/vit_sweep.yaml as it is: 36 runs (3 widths x 4 sparsities x 50, 200 "
-                "and 800 steps of 128), 6 model shapes, 12,600 steps, a checkpoint every 100 steps"),
+    sweep_note=("experiments/vit_sweep.yaml as it is: 27 runs (3 widths x 4 sparsities up to 0.9375, 50 "
+                "to 1600 steps of 128), 6 model shapes, 17,200 steps, a checkpoint every 100 steps"),
     fit_repeats=3, fit_starts=25, bootstrap_resamples=1000, pipeline_batches=140,
 )
 QUICK = Sizes(
