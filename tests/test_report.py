@@ -22,6 +22,8 @@ def test_report_from_a_sweep_directory_fits_with_defaults(tmp_path: Path, capsys
                     "Held-out check", "Optimal sparsity"):
         assert section in markdown
     assert "Comparison with the paper" not in markdown  # not the paper's data
+    # This synthetic law is pinned: no coefficient is shown in parentheses, nor told to be read so.
+    assert "not pinned down" not in markdown and "Values in parentheses" not in markdown
     assert len(list((report / "figures").glob("*.png"))) == 6
 
 
@@ -34,7 +36,7 @@ def test_report_on_the_paper_t5_data_compares_with_table_7(tmp_path: Path, capsy
     assert main(["report", str(out)]) == 0  # re-render from fit.json
     markdown = (out / "index.md").read_text()
     assert "Comparison with the paper" in markdown and "7.6e-06 (printed)" in markdown
-    assert "not pinned down" in markdown
+    assert "not pinned down" in markdown and "Values in parentheses are the best fit's" in markdown
     assert "1.59, 2.16, 2.63" in markdown
 
 

@@ -70,8 +70,9 @@ def coefficient_blocks(fit: FitResult, dense_only: bool = False) -> list[Block]:
         Paragraph(
             f"Objective (mean Huber, delta {fit.settings.huber_delta:g} on "
             f"{'log L' if fit.settings.log_loss else 'L'}; Table 7's Error): **{fit.objective:.6g}** over "
-            f"{fit.rows_used} runs. Full-precision values are in `fit.json`. Values in parentheses are "
-            "the best fit's, but the data leave them undetermined: read their interval, not the number."
+            f"{fit.rows_used} runs. Full-precision values are in `fit.json`."
+            + (" Values in parentheses are the best fit's, but the data leave them undetermined: read their "
+               "interval, not the number." if unclear else "")
         ),
     ]
     return blocks
