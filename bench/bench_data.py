@@ -123,5 +123,5 @@ def default_shape_rates(work: Path, batches: int, samples: int) -> list[InputRat
         input_rate(VIT_SPEC, [*first, f"data.source={{kind: image_arrays, paths: [{work / 'arrays' / 'images.npy'}, "
                                       f"{work / 'arrays' / 'labels.npy'}]}}"], batches, samples, work),
         input_rate(T5_SPEC, [*first, "model.base.vocab_size=300", text_source], batches, samples, work),
-        input_rate(T5_SPEC, [*first, decoder, text_source], batches, samples, work),
+        input_rate(T5_SPEC, [*first, decoder, "sparsity.targets=backbone", text_source], batches, samples, work),
     ]

@@ -232,7 +232,8 @@ def family_runs(widths: dict[str, list[int]], working_dir: Path) -> list[RunPlan
                      "vocab_size: 128, seq_len: 64}, width_multiple: 2}")
     for family, family_widths in widths.items():
         spec = VIT_SPEC if family == "vit" else T5_SPEC
-        extra = [decoder_model] if family == "decoder" else []
+        # t5_sweep prunes the embeddings to a matched dense model's, a rule for t5 only
+        extra = [decoder_model, "sparsity.targets=backbone"] if family == "decoder" else []
         runs += [plan_one(spec, width_overrides(width, 0.0, 600, extra), working_dir) for width in family_widths]
     return runs
 
