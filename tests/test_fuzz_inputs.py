@@ -368,3 +368,17 @@ def test_non_finite_and_unbounded_sizes_are_refused_at_the_value(
     _, output = check_answer(["validate", "--plan", str(spec)], (1,), capsys)
     expected = "less than or equal to" if value == "1e200" else "finite number"
     assert f"{spec}:21:28: model.nonzeros: expected" in output and expected in output, output
+
+
+# Tables the soak test found: one tiny size or data value makes the curvature, or the limit gain,
+# overflow. Each fit still ends with an exit code and no traceback.
+@pytest.mark.parametrize("extreme", [{"nonzeros": 5e-324, "data": 1.0}, {"data": 5e-324}])
+def test_an_extreme_value_in_a_valid_table_gets_an_answer_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extreme: dict[str, float]
+) -> None:
+    lines = (Path(__file__).parent / "fixtures" / "results" / "synthetic.jsonl").read_text().splitlines()
+    first = json.loads(lines[0]) | extreme
+    path = tmp_path / "extreme.jsonl"
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    check_answer(["fit", str(path), "--starts", "2", "--bootstrap", "0", "--no-report", "--holdout", "none",
+                  "--out", str(tmp_path / "fit")], (0, 1, 3), capsys)

@@ -136,7 +136,8 @@ def _multiples_from_samples(samples: np.ndarray, sparsity: float, alpha: float) 
 
 
 def _limit_gain(law: LawCoefficients) -> float:
-    return float((law.c_S / (law.a_S + law.c_S)) ** (-1.0 / law.b_N))
+    with np.errstate(all="ignore"):  # a tiny c_S ratio with a small b_N overflows: an infinite gain
+        return float(np.float64(law.c_S / (law.a_S + law.c_S)) ** (-1.0 / law.b_N))
 
 
 def _suggestions(fit: FitResult, table: ResultsTable, ranges: FittedRanges, dense_only: bool,

@@ -100,8 +100,12 @@ def _diagnose(
         solution.theta[best][None, :], data, np.asarray(weights, np.float64)[None, :], settings.huber_delta,
         settings.log_loss,
     ).hessian[0][np.ix_(free_index, free_index)]
-    eigenvalues, eigenvectors = np.linalg.eigh(hessian)
-    flattest = {COEFFICIENT_NAMES[i]: float(eigenvectors[j, 0]) for j, i in enumerate(free_index)}
+    curvature_finite = bool(np.all(np.isfinite(hessian)))
+    if curvature_finite:
+        eigenvalues, eigenvectors = np.linalg.eigh(hessian)
+        flattest = {COEFFICIENT_NAMES[i]: float(eigenvectors[j, 0]) for j, i in enumerate(free_index)}
+    else:  # extreme tables (a D of 5e-324) overflow it: no eigen-analysis, and the verdict says why
+        eigenvalues, flattest = np.array([]), {}
 
     gradient_norm = float(solution.gradient_norm[best])
     agreeing = int(agrees.sum())
@@ -109,6 +113,8 @@ def _diagnose(
         verdict = "not converged: no start reached a finite objective"
     elif agreeing < 2 and settings.starts > 1:
         verdict = f"not converged: the best point was reached by only {agreeing} of {settings.starts} starts"
+    elif not curvature_finite:
+        verdict = "not converged: the objective's curvature is not finite at the best point"
     elif gradient_norm > CONVERGED_GRADIENT:
         verdict = f"not converged: gradient norm {gradient_norm:.2e} at the best point"
     else:
