@@ -18,9 +18,11 @@ import json
 import math
 import re
 import resource
+import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,27 @@ SPECS = sorted(
 TABLES = [ROOT / "tests/fixtures/results/synthetic.jsonl", ROOT / "experiments/data/t5_c4_paper.csv"]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 SLOW = settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-SECONDS_PER_CASE = 10.0  # far above any real answer: a case that takes longer counts as a hang
+HANG_SECONDS = 120  # far above any real answer (validate takes under a second): only a hang reaches it
+
+
+class Hang(Exception):
+    pass
+
+
+@contextmanager
+def hang_guard(seconds: int = HANG_SECONDS) -> Iterator[None]:
+    """Fail a case that never returns, without timing the ones that do: a loaded machine may be slow,
+    a hung parser is wrong."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Hang(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def load_plain(path: Path) -> Any:
@@ -159,15 +181,13 @@ def damaged_texts(draw: st.DrawFn, text: str) -> str:
 
 def check_answer(arguments: list[str], allowed: tuple[int, ...], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     """Run the CLI in-process: an allowed exit code, a one-line `where: what` error on stderr,
-    in bounded time; any exception escaping main() fails the test with its traceback."""
-    started = time.perf_counter()
-    code = main(arguments)
-    elapsed = time.perf_counter() - started
+    without hanging; any exception escaping main() fails the test with its traceback."""
+    with hang_guard():
+        code = main(arguments)
     captured = capsys.readouterr()
     output = captured.out + captured.err  # validate lists problems on stdout, errors go to stderr
     assert code in allowed, (code, output[-2000:])
     assert "Traceback" not in output and "internal error" not in output, output[-2000:]
-    assert elapsed < SECONDS_PER_CASE, f"{elapsed:.1f} s for {arguments}"
     return code, output
 
 
@@ -338,15 +358,14 @@ def test_a_subprocess_with_bad_input_exits_cleanly(tmp_path: Path, command: list
     assert str(bad) in output
 
 
-def test_an_alias_bomb_is_refused_in_well_under_a_second_and_100_mb(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Six nested levels of ten aliases (10**6 lists of ten once expanded) in about 300 bytes."""
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Six nested levels of ten aliases (10**6 lists of ten once expanded) in about 300 bytes: refused
+    within 100 MB of memory, where expanding them would take gigabytes."""
     spec = tmp_path / "laughs.yaml"
     spec.write_text(alias_bomb(6, 10, key="name"))
     assert spec.stat().st_size < 500
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
     _, output = check_answer(["validate", str(spec)], (1,), capsys)
-    assert time.perf_counter() - started < 0.5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
     assert f"{spec}:6:7: YAML aliases here expand to more than 100000 nodes" in output
 
