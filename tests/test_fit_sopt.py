@@ -75,3 +75,10 @@ def test_chinchilla_multiple_of_a_bootstrap_sample_with_a_tiny_b_d_is_inf_not_an
     law = LawCoefficients(a_S=1.0, b_S=0.5, c_S=0.1, b_N=0.5, a_D=1.0, b_D=1e-4, c=0.1)
     assert chinchilla_multiple(law, 0.5, DENSE_COST_ALPHA) == np.inf
     assert np.isfinite(chinchilla_multiple(paper.T5_C4, 0.5, DENSE_COST_ALPHA))
+
+
+def test_chinchilla_multiple_with_a_huge_b_s_is_inf_not_an_error() -> None:
+    """Found by the slow soak test: a fit to a table with one absurd value ended at b_S = 832, so
+    (1 - S)^(b_S + b_D) underflowed to 0 and the division raised ZeroDivisionError."""
+    law = LawCoefficients(a_S=5e4, b_S=832.0, c_S=2e-253, b_N=0.76, a_D=2.8e17, b_D=0.043, c=1.4e-6)
+    assert chinchilla_multiple(law, 0.75, DENSE_COST_ALPHA) == np.inf

@@ -129,12 +129,12 @@ def chinchilla_multiple(coefficients: LawCoefficients, sparsity: float, alpha: f
     """How many times the Chinchilla-optimal training length (at fixed N) until `sparsity` is
     optimal (module docstring for the definition); independent of N and of k."""
     law = coefficients
-    x = 1.0 - sparsity
-    power = (
-        law.b_N * (law.a_S + law.c_S) * alpha * (alpha + (1.0 - alpha) * x) ** (law.b_D - 1.0)
-        / (law.a_S * law.b_S * x ** (law.b_S + law.b_D))
-    )
-    # numpy, not Python floats: a bootstrap sample with a tiny b_D overflows to inf (left out of
-    # its interval) instead of raising OverflowError.
-    with np.errstate(over="ignore"):
-        return float(np.float64(power) ** (1.0 / np.float64(law.b_D)))
+    x = np.float64(1.0 - sparsity)
+    # numpy, not Python floats: a bootstrap sample with a tiny b_D, or a huge b_S whose x^b_S
+    # underflows to 0, gives inf (left out of its interval) instead of raising.
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        power = (
+            law.b_N * (law.a_S + law.c_S) * alpha * (alpha + (1.0 - alpha) * x) ** (law.b_D - 1.0)
+            / (law.a_S * law.b_S * x ** (law.b_S + law.b_D))
+        )
+        return float(power ** (1.0 / np.float64(law.b_D)))
