@@ -88,16 +88,18 @@ def measure(sizes: Sizes, work: Path, log=print) -> list[tuple[str, str, str, st
     sweep_runs, passes = bench_sweep.default_sweep_passes(bench_sweep.DEFAULT_SWEEP, sizes.sweep_overrides,
                                                           work / "sweep")
     first, second = passes["first"], passes["second"]
-    for name, timing in (("first pass, empty compile cache", first),
-                         ("second pass, compile cache hits", second),
-                         ("third pass, cache hits, checkpoints only at the end of each run", passes["final-only"]),
-                         ("fourth pass, cache hits, packs of up to 9 runs of one shape (run.pack_size: 9)",
-                          passes["packed"])):
+    # Targets: 0.6 on a machine's first sweep (it compiles every shape), 0.8 once the cache holds them.
+    for name, timing, target in (("first pass, empty compile cache", first, 0.6),
+                                 ("second pass, compile cache hits", second, 0.8),
+                                 ("third pass, cache hits, checkpoints only at the end of each run",
+                                  passes["final-only"], 0.8),
+                                 ("fourth pass, cache hits, packs of up to 9 runs of one shape (run.pack_size: 9)",
+                                  passes["packed"], 0.8)):
         split = ", ".join(f"{bucket} {seconds:.1f}" for bucket, seconds in timing.split().items())
         rows.append((f"4. sweep efficiency, {name}: {timing.runs} runs, {timing.steps} steps, "
                      f"{timing.wall_s:.1f} s wall ({split} s; cache {timing.cache_hits} hits, "
                      f"{timing.cache_misses} misses)",
-                     f"{timing.efficiency:.2f}", ">= 0.8", _verdict(timing.efficiency >= 0.8)))
+                     f"{timing.efficiency:.2f}", f">= {target}", _verdict(timing.efficiency >= target)))
     largest = max(range(len(sweep_runs)), key=lambda i: sweep_runs[i].d_model)
     mib = 2**20
     growth = second.rss_after_run[-1] - second.rss_after_run[0]
