@@ -59,6 +59,7 @@ from engine.training.loop import (
     programs_key,
     train_pack,
 )
+from engine.training.parallel import agree
 
 
 @dataclass
@@ -407,16 +408,6 @@ def _record(
 def is_primary() -> bool:
     """Process 0 of a multi-host run (or the only process): the one that claims and writes."""
     return jax.process_index() == 0
-
-
-def agree(decision: bool) -> bool:
-    """Process 0's decision, on every process of a multi-host run (they must take the same
-    branches to meet in the same collectives)."""
-    if jax.process_count() == 1:
-        return decision
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
 
 
 def _wanted(state: str, retry_failed: bool) -> bool:

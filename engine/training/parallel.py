@@ -252,3 +252,13 @@ def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
 def is_primary_process() -> bool:
     """Process 0 writes the run's own files (metrics, status); Orbax coordinates checkpoints."""
     return jax.process_index() == 0
+
+
+def agree(decision: bool) -> bool:
+    """Process 0's decision, on every process of a multi-host run (they must take the same
+    branches to meet in the same collectives)."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
