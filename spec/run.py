@@ -31,6 +31,14 @@ class RunPolicy(SpecModel):
     """Checkpointing, failure handling and where outputs go."""
 
     checkpoint_every: int = Field(default=1000, gt=0, description="Steps between checkpoints.")
+    checkpoint_min_seconds: float | None = Field(
+        default=None, gt=0,
+        description="Skip a save that checkpoint_every calls for while fewer than this many seconds "
+                    "have passed since the run's last save (or its start, or resume); the final "
+                    "save and the save on SIGTERM always happen. Runs of a few seconds then pay "
+                    "for no mid-run saves; a killed run loses at most this long plus "
+                    "checkpoint_every steps. On several processes, process 0's clock decides for "
+                    "all. null: a save every checkpoint_every steps.")
     keep: int = Field(default=2, gt=0, description="Checkpoints kept per run (the newest).")
     pack_size: int | None = Field(
         default=None, gt=0,

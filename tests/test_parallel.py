@@ -222,9 +222,12 @@ def _wait_all(processes: list[subprocess.Popen], timeout: float) -> list[tuple[s
 @pytest.mark.slow
 def test_two_processes_train_one_run_as_a_jax_distributed_cluster(reference: dict, tmp_path: Path) -> None:
     """Two local CPU processes of 2 devices each join through jax.distributed (a localhost
-    coordinator, gloo CPU collectives) and train one run over a 2x2 mesh spanning both."""
+    coordinator, gloo CPU collectives) and train one run over a 2x2 mesh spanning both. A
+    checkpoint time floor makes every periodic save a decision process 0 broadcasts (the save is
+    collective: the processes must agree or hang)."""
     address = f"127.0.0.1:{_free_port()}"
-    task = [{"run_dir": str(tmp_path / "run"), "overrides": ["parallelism.mesh.data=2", "parallelism.mesh.fsdp=2", FSDP_RULES]}]
+    task = [{"run_dir": str(tmp_path / "run"), "overrides": ["parallelism.mesh.data=2", "parallelism.mesh.fsdp=2", FSDP_RULES,
+                                                             "run.checkpoint_min_seconds=0.001"]}]
     processes = [
         _worker(2, task, {"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(rank)},
                 wait=False)

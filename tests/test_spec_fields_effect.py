@@ -585,6 +585,26 @@ def test_checkpoint_every_keep_and_eval_every_shape_a_training_run(tmp_path: Pat
     assert trained("data.eval_every=4") == ([12, 16], [4, 8, 12, 16])
 
 
+def test_checkpoint_min_seconds_skips_periodic_saves_within_its_interval(tmp_path: Path) -> None:
+    """A save checkpoint_every calls for happens only once checkpoint_min_seconds have passed
+    since the run's last save or start; the final save always happens."""
+    from engine.training.build import build_setup
+    from engine.training.loop import save_due, train_run
+
+    def kept(*overrides: str) -> list[int]:
+        out = f"run.output_dir={tmp_path / '-'.join(overrides)}"
+        run = plan_one(tmp_path, "run.checkpoint_every=4", "run.keep=5", "run.tensorboard=false", out, *overrides)
+        train_run(build_setup(run), run.run_dir)
+        return sorted(int(p.name) for p in (run.run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+    assert kept() == [4, 8, 12, 16]
+    assert kept("run.checkpoint_min_seconds=1e-9") == [4, 8, 12, 16]
+    assert kept("run.checkpoint_min_seconds=1e6") == [16]  # the final save only
+    setup = build_setup(plan_one(tmp_path, "run.checkpoint_every=4", "run.checkpoint_min_seconds=30"))
+    assert [save_due(setup, 8, since) for since in (29.9, 30.0, 400.0)] == [False, True, True]
+    assert not save_due(setup, 7, 400.0)  # only at checkpoint_every's steps
+
+
 def test_wandb_project_entity_and_mode_reach_the_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the spec says is what W&B is started with (the logged history itself:
     test_run_logging.py::test_wandb_offline_run_holds_the_logged_history)."""
@@ -1008,6 +1028,7 @@ COVERAGE: dict[str, str] = {
     "analysis.report.formats": "test_analysis_declared.py::test_report_formats_writes_exactly_the_declared_formats",
     "run.checkpoint_every": POLICY,
     "run.keep": POLICY,
+    "run.checkpoint_min_seconds": f"{HERE}::test_checkpoint_min_seconds_skips_periodic_saves_within_its_interval",
     "run.pack_size": "test_packs.py::test_the_four_runs_form_one_pack_and_pack_size_bounds_it",
     "run.failure_policy": f"{HERE}::test_fail_fast_is_refused_by_the_executors_that_start_every_run_at_once",
     "run.output_dir": PLAN,

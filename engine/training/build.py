@@ -276,6 +276,7 @@ def build_setup(run: RunPlan) -> RunSetup:
         seed=run.spec.seed,
         eval_every=run.spec.data.eval_every,
         checkpoint_every=policy.checkpoint_every,
+        checkpoint_min_seconds=policy.checkpoint_min_seconds,
         keep_checkpoints=policy.keep,
         load_params=load_params,
         layout=build_layout(run.spec.parallelism, params_shape, run.batch_size, where),

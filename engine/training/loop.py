@@ -35,6 +35,7 @@ from engine.training.checkpoint import CheckpointStore
 from engine.training.parallel import (
     Layout,
     StepBatch,
+    agree,
     is_primary_process,
     replicate,
     shard_batch,
@@ -79,6 +80,9 @@ class RunSetup:
     checkpoint_every: int
     keep_checkpoints: int
     log_every: int = 10
+    # A save checkpoint_every calls for is skipped within this many seconds of the run's last save
+    # or start (short runs pay for few saves); None: every checkpoint_every steps.
+    checkpoint_min_seconds: float | None = None
     # Where parameters start: None draws them from `seed`; `init: pretrained` loads a source's.
     load_params: Callable[[], Params] | None = None
     # Which devices hold what (engine/training/parallel.py); by default the first device holds everything.
@@ -414,6 +418,7 @@ class _Member:
     state: TrainState  # where it starts (restored or fresh); the pack's stacked state takes over
     resumed_from: int | None
     started: float
+    saved_at: float  # when its last checkpoint was saved (or it started)
     eval_batches: list[Batch] = field(default_factory=list)
     logs: RunLogs | None = None
     done: int = 0
@@ -499,6 +504,7 @@ def train_pack(
 
             def checkpoint(index: int, member: _Member) -> None:
                 member.store.save(member.done, member_state(index), {"step": member.done})
+                member.saved_at = time.perf_counter()
                 if primary:
                     write_status(member.run_dir, "running", member.done)
                 if member.logs is not None:
@@ -531,7 +537,7 @@ def train_pack(
                         if final is not None:
                             _finish(member, record["eval_loss"], primary, final)
                             continue
-                    if done % setup.checkpoint_every == 0:
+                    if save_due(setup, done, time.perf_counter() - member.saved_at):
                         checkpoint(index, member)
                 if signals.interrupted:
                     raise KeyboardInterrupt  # between steps: the sweep records where each run stopped
@@ -565,9 +571,20 @@ def _start_member(setup: RunSetup, run_dir: Path, on_progress: StepCallback | No
         state, resumed_from = restored.state, restored.step
     else:
         state, resumed_from = place_initial_state(setup, programs, replicate(setup.schedules, setup.layout)), None
-    member = _Member(setup, run_dir, on_progress, store, state, resumed_from, started)
+    member = _Member(setup, run_dir, on_progress, store, state, resumed_from, started, saved_at=started)
     member.done = int(state.step)
     return member
+
+
+def save_due(setup: RunSetup, done: int, since_save: float) -> bool:
+    """Whether a run saves after `done` steps, `since_save` seconds after its last save or start:
+    every checkpoint_every steps, unless checkpoint_min_seconds have not passed yet. Every process
+    of a multi-host run must take the same decision (the save is collective): process 0's."""
+    if done % setup.checkpoint_every:
+        return False
+    if setup.checkpoint_min_seconds is None:
+        return True
+    return agree(since_save >= setup.checkpoint_min_seconds)
 
 
 def _read_losses(member: _Member, index: int, packed: bool) -> float | None:
