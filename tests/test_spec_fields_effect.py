@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import time
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -601,8 +602,9 @@ def test_checkpoint_min_seconds_skips_periodic_saves_within_its_interval(tmp_pat
     assert kept("run.checkpoint_min_seconds=1e-9") == [4, 8, 12, 16]
     assert kept("run.checkpoint_min_seconds=1e6") == [16]  # the final save only
     setup = build_setup(plan_one(tmp_path, "run.checkpoint_every=4", "run.checkpoint_min_seconds=30"))
-    assert [save_due(setup, 8, since) for since in (29.9, 30.0, 400.0)] == [False, True, True]
-    assert not save_due(setup, 7, 400.0)  # only at checkpoint_every's steps
+    now = time.perf_counter()
+    assert [save_due(setup, 8, now - since) for since in (29.9, 30.0, 400.0)] == [False, True, True]
+    assert not save_due(setup, 7, now - 400.0)  # only at checkpoint_every's steps
 
 
 def test_wandb_project_entity_and_mode_reach_the_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -537,7 +537,7 @@ def train_pack(
                         if final is not None:
                             _finish(member, record["eval_loss"], primary, final)
                             continue
-                    if save_due(setup, done, time.perf_counter() - member.saved_at):
+                    if save_due(setup, done, member.saved_at):
                         checkpoint(index, member)
                 if signals.interrupted:
                     raise KeyboardInterrupt  # between steps: the sweep records where each run stopped
@@ -576,15 +576,16 @@ def _start_member(setup: RunSetup, run_dir: Path, on_progress: StepCallback | No
     return member
 
 
-def save_due(setup: RunSetup, done: int, since_save: float) -> bool:
-    """Whether a run saves after `done` steps, `since_save` seconds after its last save or start:
-    every checkpoint_every steps, unless checkpoint_min_seconds have not passed yet. Every process
-    of a multi-host run must take the same decision (the save is collective): process 0's."""
+def save_due(setup: RunSetup, done: int, saved_at: float) -> bool:
+    """Whether a run saves after `done` steps, its last save or start having been at `saved_at`
+    (time.perf_counter): every checkpoint_every steps, unless checkpoint_min_seconds have not
+    passed yet. The clock is read only at those steps. Every process of a multi-host run must take
+    the same decision (the save is collective): process 0's."""
     if done % setup.checkpoint_every:
         return False
     if setup.checkpoint_min_seconds is None:
         return True
-    return agree(since_save >= setup.checkpoint_min_seconds)
+    return agree(time.perf_counter() - saved_at >= setup.checkpoint_min_seconds)
 
 
 def _read_losses(member: _Member, index: int, packed: bool) -> float | None:
